@@ -1,0 +1,79 @@
+"""`model.json`: what a model directory holds and how to feed it.
+
+The manifest is the contract between `vbw export` (writer) and every engine (reader).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_NAME = "model.json"
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    sha256: str
+    bytes: int
+
+
+class Normalization(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    # Applied inside the graphs to uint8 RGB / 255; recorded here for users and checks.
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+class ModelManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    schema_: Literal["vbw.model/v1"] = Field("vbw.model/v1", alias="schema")
+    name: str
+    version: str
+    labels: list[str]
+    multi_label: bool = False
+    num_frames: int  # T
+    image_size: tuple[int, int]  # (height, width) the frame encoder expects
+    normalization: Normalization
+    feature_dim: int  # D, frame feature width between the two stages
+    embed_dim: int  # E
+    # Graph files per precision: {"fp32": {"frame_encoder": "frame_encoder.onnx", ...}, ...}
+    graphs: dict[str, dict[str, str]]
+    checkpoint: str | None = None
+    files: dict[str, FileEntry]  # sha256 of every file in the directory, by relative name
+    training: dict[str, object] = Field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class ModelDirError(Exception):
+    """A model directory is missing, incomplete or corrupt."""
+
+
+def load_manifest(model_dir: str | Path, verify: bool = True) -> ModelManifest:
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST_NAME
+    if not path.is_file():
+        raise ModelDirError(f"{path}: no model manifest (is {model_dir} a model directory?)")
+    try:
+        manifest = ModelManifest.model_validate_json(path.read_bytes())
+    except ValueError as e:
+        raise ModelDirError(f"{path}: invalid manifest: {e}") from e
+    if verify:
+        for rel, entry in manifest.files.items():
+            f = model_dir / rel
+            if not f.is_file():
+                raise ModelDirError(f"{f}: listed in {MANIFEST_NAME} but missing")
+            got = sha256_file(f)
+            if got != entry.sha256:
+                raise ModelDirError(f"{f}: sha256 {got[:12]}… does not match {MANIFEST_NAME} ({entry.sha256[:12]}…)")
+    return manifest

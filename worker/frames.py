@@ -1,0 +1,37 @@
+"""The two records that flow through the pipeline (see shared design: Frame, Window).
+
+Plain slotted dataclasses, not pydantic: they are created per frame on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class Frame:
+    stream_id: str
+    seq: int  # monotonic per stream, never reused across reconnects
+    pts: float  # source presentation time, seconds
+    capture_time: float  # unix seconds, wall clock at ingest
+    image: np.ndarray  # uint8 [H, W, 3] RGB at model resolution
+    # Where the frame came from, for offset bookkeeping (Kafka: (topic, partition, offset)).
+    source_ref: tuple[str, int, int] | None = None
+
+
+@dataclass(slots=True)
+class Window:
+    stream_id: str
+    index: int  # per-stream window counter
+    start_seq: int
+    end_seq: int  # inclusive
+    start_pts: float
+    end_pts: float
+    frames: int  # T real frames it covers (fewer than the model's T when incomplete)
+    complete: bool
+    capture_time: float  # capture time of the newest frame, for end-to-end latency
+    # Per-frame features [T, D] gathered from the stream's ring buffer (padded to the model's T).
+    features: np.ndarray | None = None
+    source_refs: list[tuple[str, int, int]] = field(default_factory=list)
