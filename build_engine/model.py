@@ -71,7 +71,11 @@ class FrameEncoder(nn.Module):
         blocks: list[nn.Module] = []
         c_in = 3
         for c_out in cfg.cnn_channels:
-            blocks += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU()]
+            blocks += [
+                nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
             c_in = c_out
         self.convs = nn.Sequential(*blocks)
         side = cfg.image_size // (2 ** len(cfg.cnn_channels))
@@ -114,7 +118,10 @@ class Block(nn.Module):
         self.attn = SelfAttention(cfg)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model), nn.Dropout(cfg.dropout)
+            nn.Linear(cfg.d_model, cfg.d_ff),
+            nn.GELU(),
+            nn.Linear(cfg.d_ff, cfg.d_model),
+            nn.Dropout(cfg.dropout),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -221,5 +228,7 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> Vide
     model = VideoBERT(VideoBertConfig.from_dict(ckpt["config"]))
     missing, unexpected = model.load_state_dict(ckpt["state_dict"], strict=False)
     if missing or unexpected:
-        raise ValueError(f"{path}: checkpoint does not fit the model: missing={missing} unexpected={unexpected}")
+        raise ValueError(
+            f"{path}: checkpoint does not fit the model: missing={missing} unexpected={unexpected}"
+        )
     return model.eval()

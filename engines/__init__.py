@@ -16,7 +16,9 @@ BACKENDS = ("onnxruntime", "torch", "tensorrt")
 __all__ = ["BACKENDS", "Engine", "EngineInfo", "EngineUnavailable", "load_engine"]
 
 
-def load_engine(model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", **options: Any) -> Engine:
+def load_engine(
+    model_dir: str | Path, backend: str = "onnxruntime", precision: str = "fp32", **options: Any
+) -> Engine:
     """Open the model in `model_dir` with the given backend. Raises EngineUnavailable with a reason."""
     if backend == "onnxruntime":
         from engines.onnxruntime_engine import OnnxRuntimeEngine

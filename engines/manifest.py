@@ -75,5 +75,7 @@ def load_manifest(model_dir: str | Path, verify: bool = True) -> ModelManifest:
                 raise ModelDirError(f"{f}: listed in {MANIFEST_NAME} but missing")
             got = sha256_file(f)
             if got != entry.sha256:
-                raise ModelDirError(f"{f}: sha256 {got[:12]}… does not match {MANIFEST_NAME} ({entry.sha256[:12]}…)")
+                raise ModelDirError(
+                    f"{f}: sha256 {got[:12]}… does not match {MANIFEST_NAME} ({entry.sha256[:12]}…)"
+                )
     return manifest
