@@ -1,0 +1,294 @@
+"""The worker's configuration: one pydantic-settings model, loaded from YAML, overridden by env.
+
+    VBW_ENGINE__BACKEND=torch VBW_METRICS__PORT=9200 vbw run -c configs/rtsp.yaml
+
+Environment variables win over the file (`VBW_` prefix, `__` between nested keys; list and
+dict values as JSON, e.g. `VBW_SINKS='[{"type": "stdout"}]'`). Every model forbids unknown
+keys, so a typo is an error, and `load_config` reports every problem at once with its path.
+
+Source and sink entries are discriminated unions on `type`: a new kind (Kafka) adds its config
+class to `SourceConfig` / `SinkConfig` below and a builder to `worker/sources/__init__.py` /
+`worker/sinks/__init__.py`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+ENV_PREFIX = "VBW_"
+ENV_NESTED_DELIMITER = "__"
+DEFAULT_MODEL_DIR = Path("models/vbw-motion-small")
+
+# Stream ids become metric label values, Kafka keys and file names: keep them plain.
+StreamId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Section):
+    """Which decoded frames are analysed."""
+
+    fps: float | None = Field(
+        None, gt=0, le=240, description="analysed frames per second per stream; null = every frame"
+    )
+    keyframes_only: bool = Field(
+        False, description="decode key frames only (the decoder skips the rest), then apply fps"
+    )
+
+
+class ReconnectConfig(_Section):
+    """Exponential backoff with full jitter between reconnect attempts."""
+
+    initial_s: float = Field(0.5, gt=0, description="first delay")
+    max_s: float = Field(30.0, gt=0, description="delay cap")
+    multiplier: float = Field(2.0, ge=1, description="growth per failed attempt")
+    jitter: float = Field(0.5, ge=0, le=1, description="fraction of the delay drawn at random")
+
+
+class FileSourceConfig(_Section):
+    type: Literal["file"]
+    id: StreamId = Field(description="stream id: metric label, window ids, Kafka key")
+    path: Path = Field(description="any container/codec PyAV can open")
+    realtime: bool = Field(False, description="pace frames to their timestamps, like a live camera")
+    loop: bool = Field(False, description="start again at the end (a reset closes the windows)")
+    sampling: SamplingConfig | None = Field(None, description="override of the top-level sampling")
+
+
+class RtspSourceConfig(_Section):
+    type: Literal["rtsp"]
+    id: StreamId = Field(description="stream id: metric label, window ids, Kafka key (never the URL)")
+    url: SecretStr = Field(description="rtsp:// or rtsps:// URL; credentials allowed, never logged")
+    transport: Literal["tcp", "udp"] = Field("tcp", description="RTP transport")
+    open_timeout_s: float = Field(10.0, gt=0, description="connect + DESCRIBE/SETUP/PLAY limit")
+    read_timeout_s: float = Field(5.0, gt=0, description="a read blocking longer than this fails")
+    stall_timeout_s: float = Field(10.0, gt=0, description="reconnect when no frame for this long")
+    reconnect: ReconnectConfig = ReconnectConfig()
+    sampling: SamplingConfig | None = Field(None, description="override of the top-level sampling")
+
+    @field_validator("url")
+    @classmethod
+    def _rtsp_url(cls, v: SecretStr) -> SecretStr:
+        parts = urlsplit(v.get_secret_value())
+        if parts.scheme not in ("rtsp", "rtsps") or not parts.hostname:
+            raise ValueError("must be an rtsp:// or rtsps:// URL with a host")
+        return v
+
+
+# Add new source kinds here (and a builder in worker/sources/__init__.py).
+SourceConfig = Annotated[FileSourceConfig | RtspSourceConfig, Field(discriminator="type")]
+
+
+class WindowsConfig(_Section):
+    size: int | None = Field(None, ge=1, description="frames per window T; null = the model's T")
+    stride: int = Field(4, ge=1, description="frames between window starts")
+    max_gap: int = Field(0, ge=0, description="missing frames tolerated inside a window; more closes it")
+    partial: Literal["drop", "pad", "emit"] = Field(
+        "drop",
+        description="window cut short by a gap/reset/end: drop it, pad it to T with its last "
+        "frame, or emit it as is (shorter input); counted either way",
+    )
+    min_partial_frames: int = Field(1, ge=1, description="partial windows shorter than this are dropped")
+
+
+class BatchingConfig(_Section):
+    """Dynamic batching across streams, as in Triton: run when full or when the oldest waited long enough."""
+
+    max_batch: int = Field(8, ge=1, le=1024, description="windows per encode_windows call")
+    max_delay_ms: float = Field(20.0, ge=0, description="longest a window waits for a batch to fill")
+    frame_max_batch: int = Field(32, ge=1, le=4096, description="frames per encode_frames call")
+    frame_max_delay_ms: float = Field(5.0, ge=0, description="longest a frame waits for a batch to fill")
+
+
+class EngineConfig(_Section):
+    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="model directory with model.json")
+    backend: Literal["onnxruntime", "torch", "tensorrt"] = "onnxruntime"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    threads: int | None = Field(None, ge=1, description="intra-op threads; null = the runtime's default")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra options for the backend")
+    top_k: int = Field(3, ge=1, description="labels per message")
+    warmup: bool = Field(True, description="run every stage once before reporting ready")
+
+
+class JsonlSinkConfig(_Section):
+    type: Literal["jsonl"]
+    path: Path = Field(description="file to append vbw.window/v1 lines to")
+    name: str = Field("jsonl", description="label of vbw_published_total{topic}")
+    fsync: bool = Field(False, description="fsync at each flush (slower, survives power loss)")
+
+
+class StdoutSinkConfig(_Section):
+    type: Literal["stdout"]
+    format: Literal["json", "text"] = Field("json", description="vbw.window/v1 lines, or one readable line")
+    name: str = Field("stdout", description="label of vbw_published_total{topic}")
+
+
+# Add new sink kinds here (and a builder in worker/sinks/__init__.py).
+SinkConfig = Annotated[JsonlSinkConfig | StdoutSinkConfig, Field(discriminator="type")]
+
+
+class MetricsConfig(_Section):
+    enabled: bool = Field(True, description="serve /metrics, /healthz and /readyz")
+    host: str = Field("0.0.0.0", description="listen address")
+    port: int = Field(9108, ge=0, le=65535, description="listen port (0 = any free port)")
+    per_stream_labels: bool = Field(
+        True, description="label per-stream metrics by stream id; false = one 'all' series (large fleets)"
+    )
+    wedged_after_s: float = Field(
+        30.0, gt=0, description="/healthz fails when a worker thread is silent this long"
+    )
+
+
+class LoggingConfig(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    json_lines: bool = Field(False, alias="json", description="one JSON object per log line")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class PipelineConfig(_Section):
+    frame_queue: int = Field(256, ge=1, description="frames waiting for the frame encoder")
+    result_queue: int = Field(256, ge=1, description="windows waiting for the sinks")
+    high_water: float = Field(0.8, gt=0, le=1, description="queue fill above which sources are congested")
+    low_water: float = Field(0.5, ge=0, lt=1, description="queue fill below which congestion ends")
+    shutdown_grace_s: float = Field(10.0, gt=0, description="SIGTERM to exit, at most")
+    worker_id: str | None = Field(None, description="`worker` field of messages; null = host name")
+
+
+class VbwConfig(BaseSettings):
+    """The whole worker configuration."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+    )
+
+    sources: list[SourceConfig] = Field(min_length=1, description="inputs, one thread each")
+    sampling: SamplingConfig = SamplingConfig()
+    windows: WindowsConfig = WindowsConfig()
+    batching: BatchingConfig = BatchingConfig()
+    engine: EngineConfig = EngineConfig()
+    sinks: list[SinkConfig] = Field(
+        default_factory=lambda: [StdoutSinkConfig(type="stdout")], min_length=1, description="outputs"
+    )
+    metrics: MetricsConfig = MetricsConfig()
+    logging: LoggingConfig = LoggingConfig()
+    pipeline: PipelineConfig = PipelineConfig()
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_ids(cls, v: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        dups = sorted({s.id for s in v if s.id in seen or seen.add(s.id)})
+        if dups:
+            raise ValueError(f"duplicate source id(s): {', '.join(dups)}")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The YAML document arrives as init kwargs; the environment overrides it.
+        return (env_settings, init_settings)
+
+    def sampling_for(self, source: SourceConfig) -> SamplingConfig:
+        return source.sampling or self.sampling
+
+    def worker_id(self) -> str:
+        return self.pipeline.worker_id or socket.gethostname()
+
+
+class ConfigProblem(NamedTuple):
+    path: str  # dotted field path, "" for the whole file
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+class ConfigError(Exception):
+    """The config has problems; `problems` lists every one of them."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]):
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: {len(problems)} problem(s): " + "; ".join(map(str, problems)))
+
+
+_UNION_TAGS = {"file", "rtsp", "jsonl", "stdout", "kafka"}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the discriminator tag into the location (sources.0.rtsp.url); drop it.
+    parts: list[str] = []
+    for i, p in enumerate(loc):
+        if isinstance(p, str) and i > 0 and isinstance(loc[i - 1], int) and p in _UNION_TAGS:
+            continue
+        parts.append(str(p))
+    return ".".join(parts)
+
+
+def _problems(err: ValidationError) -> list[ConfigProblem]:
+    out = []
+    for e in err.errors(include_url=False):
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown type {e['input'].get('type')!r}" if isinstance(e["input"], dict) else msg
+        out.append(ConfigProblem(_path(e["loc"]), msg))
+    return out
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> VbwConfig:
+    """Validate a config document (+ environment). Raises ConfigError listing every problem."""
+    try:
+        return VbwConfig(**dict(data))
+    except ValidationError as e:
+        raise ConfigError(source, _problems(e)) from None
+
+
+def load_config(path: str | Path) -> VbwConfig:
+    """Read and validate a YAML config file (+ environment). Raises ConfigError."""
+    path = Path(path)
+    src = str(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(src, [ConfigProblem("", f"cannot read: {e.strerror or e}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(
+            src, [ConfigProblem("", f"not valid YAML: {where}{getattr(e, 'problem', e)}")]
+        ) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(src, [ConfigProblem("", "the top level must be a mapping of sections")])
+    return parse_config(data, src)
+
+
+def env_overrides() -> list[str]:
+    """Names of the VBW_ variables in the environment (for a log line; values may be secrets)."""
+    return sorted(k for k in os.environ if k.upper().startswith(ENV_PREFIX))
