@@ -1,0 +1,314 @@
+"""Checkpoint -> model directory: ONNX graphs in FP32, FP16 and INT8, plus model.json.
+
+    frame_encoder   uint8 frames [N, H, W, 3]      -> features [N, D]
+    window_encoder  float32 features [B, T, D]     -> scores [B, C], embedding [B, E]
+    whole_window    uint8 clips [B, T, H, W, 3]    -> scores [B, C], embedding [B, E]
+
+Only the batch dimension is dynamic (T and the image size are fixed), which is what a TensorRT
+optimisation profile over batch wants. Opset 18 keeps LayerNorm one `LayerNormalization` op.
+Every FP32 graph is checked with onnx.checker and run in ONNX Runtime against torch before the
+manifest is written; the manifest is written last, so a directory without one is incomplete.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from build_engine.model import VideoBERT, load_checkpoint, save_checkpoint
+from build_engine.precision import to_fp16, to_int8_qdq
+from engines.manifest import (
+    MANIFEST_NAME,
+    FileEntry,
+    ModelManifest,
+    Normalization,
+    sha256_file,
+)
+
+OPSET = 18
+GRAPHS = ("frame_encoder", "window_encoder", "whole_window")
+PRECISIONS = ("fp32", "fp16", "int8")
+CHECKPOINT_NAME = "checkpoint.pt"
+# Graph inputs/outputs by name: the engines bind them by these names.
+GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "frame_encoder": (("frames",), ("features",)),
+    "window_encoder": (("features",), ("scores", "embedding")),
+    "whole_window": (("clips",), ("scores", "embedding")),
+}
+FP32_SCORE_TOLERANCE = 1e-4
+# The shipped default model must fit in this; export warns past it. The whole-window graph
+# repeats both stages' weights, so by default it is written in FP32 only (benchmarks, parity);
+# engines compose the two stage graphs for the other precisions.
+SIZE_BUDGET_BYTES = 10_000_000
+
+
+class ExportError(RuntimeError):
+    """The export produced a graph that is invalid or disagrees with the torch model."""
+
+
+def graph_filename(graph: str, precision: str) -> str:
+    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+
+
+def _log(msg: str) -> None:
+    print(f"[export] {msg}", file=sys.stderr, flush=True)
+
+
+class _WholeWindow(torch.nn.Module):
+    """The non-incremental path as one module (VideoBERT.forward)."""
+
+    def __init__(self, model: VideoBERT):
+        super().__init__()
+        self.model = model
+
+    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model(clips)
+
+
+def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, torch.Tensor]:
+    cfg = model.cfg
+    s, t = cfg.image_size, cfg.num_frames
+    g = torch.Generator().manual_seed(0)
+    return {
+        "frame_encoder": torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),
+        "window_encoder": torch.randn(batch, t, cfg.feature_dim, generator=g),
+        "whole_window": torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),
+    }
+
+
+def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
+    """Trace one stage with the dynamo exporter; only dim 0 (batch) is dynamic."""
+    module = {
+        "frame_encoder": model.frame_encoder,
+        "window_encoder": model.window_encoder,
+        "whole_window": _WholeWindow(model),
+    }[graph]
+    inputs, outputs = GRAPH_IO[graph]
+    batch = torch.export.Dim("batch", min=1, max=65536)
+    program = torch.onnx.export(
+        module.eval(),
+        (_sample_inputs(model)[graph],),
+        input_names=list(inputs),
+        output_names=list(outputs),
+        dynamic_shapes=({0: batch},),
+        opset_version=OPSET,
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
+    proto = program.model_proto
+    proto.doc_string = f"vbw {graph}"
+    onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+def _ort_run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(proto.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, feed)
+
+
+@torch.no_grad()
+def torch_outputs(model: VideoBERT, graph: str, x: np.ndarray) -> list[np.ndarray]:
+    t = torch.from_numpy(x)
+    if graph == "frame_encoder":
+        return [model.frame_encoder(t).numpy()]
+    if graph == "window_encoder":
+        return [y.numpy() for y in model.window_encoder(t)]
+    return [y.numpy() for y in model(t)]
+
+
+def check_fp32_parity(model: VideoBERT, graph: str, proto: onnx.ModelProto, x: np.ndarray) -> float:
+    """Max abs difference of the first output (features or scores); raises past the tolerance."""
+    want = torch_outputs(model, graph, x)
+    got = _ort_run(proto, {GRAPH_IO[graph][0][0]: x})
+    diffs = [float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True)]
+    # Features feed a transformer, so hold them to the same bound as the scores.
+    if max(diffs) > FP32_SCORE_TOLERANCE:
+        raise ExportError(
+            f"{graph}: ONNX Runtime differs from torch by {max(diffs):.2e} (> {FP32_SCORE_TOLERANCE:g})"
+        )
+    return max(diffs)
+
+
+def top1_agreement(model: VideoBERT, graph: str, proto: onnx.ModelProto, x: np.ndarray) -> float:
+    want = torch_outputs(model, graph, x)[0]
+    got = _ort_run(proto, {GRAPH_IO[graph][0][0]: x})[0]
+    return float((want.argmax(-1) == got.argmax(-1)).mean())
+
+
+def synthetic_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
+    """A bright square drifting over noise: stand-in calibration data when no clip generator exists."""
+    cfg = model.cfg
+    s, t = cfg.image_size, cfg.num_frames
+    rng = np.random.default_rng(seed)
+    clips = rng.integers(0, 64, (n, t, s, s, 3), dtype=np.uint8)
+    for i in range(n):
+        size = int(rng.integers(s // 8, s // 3))
+        x, y = rng.integers(0, s - size, 2)
+        dx, dy = rng.integers(-2, 3, 2)
+        colour = rng.integers(96, 256, 3, dtype=np.uint8)
+        for f in range(t):
+            cx = int(np.clip(x + dx * f, 0, s - size))
+            cy = int(np.clip(y + dy * f, 0, s - size))
+            clips[i, f, cy : cy + size, cx : cx + size] = colour
+    return clips
+
+
+def calibration_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
+    """uint8 [n, T, H, W, 3] realistic clips: the project's clip generator when it is available."""
+    try:
+        from build_engine.clips import render_batch  # type: ignore[attr-defined]
+    except ImportError:
+        _log("build_engine.clips not available: calibrating on synthetic drifting squares")
+        return synthetic_clips(model, n, seed)
+    cfg = model.cfg
+    clips, _labels = render_batch(n, seed=seed, size=cfg.image_size, frames=cfg.num_frames)
+    return np.ascontiguousarray(clips, dtype=np.uint8)
+
+
+def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
+    return [x[i : i + size] for i in range(0, len(x), size)]
+
+
+@dataclass
+class ExportResult:
+    manifest: ModelManifest
+    out_dir: Path
+    fp32_max_abs_diff: dict[str, float] = field(default_factory=dict)
+    top1_agreement: dict[str, dict[str, float]] = field(default_factory=dict)  # precision -> graph -> frac
+
+
+def _save(proto: onnx.ModelProto, path: Path) -> None:
+    onnx.save(proto, path)  # no external data: each graph is one self-contained file
+    _log(f"wrote {path.name} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+def write_manifest(
+    model: VideoBERT,
+    out_dir: Path,
+    name: str,
+    version: str,
+    graphs: dict[str, dict[str, str]],
+    training: dict[str, object],
+) -> ModelManifest:
+    """Hash every file in the directory (model.json excepted) and write model.json."""
+    cfg = model.cfg
+    files = {
+        p.relative_to(out_dir).as_posix(): FileEntry(sha256=sha256_file(p), bytes=p.stat().st_size)
+        for p in sorted(out_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST_NAME
+    }
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        labels=list(cfg.labels),
+        multi_label=cfg.multi_label,
+        num_frames=cfg.num_frames,
+        image_size=(cfg.image_size, cfg.image_size),
+        normalization=Normalization(mean=cfg.mean, std=cfg.std),
+        feature_dim=cfg.feature_dim,
+        embed_dim=cfg.embed_dim,
+        graphs=graphs,
+        checkpoint=CHECKPOINT_NAME,
+        files=files,
+        training=training,
+    )
+    (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(by_alias=True, indent=2) + "\n")
+    return manifest
+
+
+def export_model(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    name: str = "vbw-motion-small",
+    version: str = "0.1.0",
+    precisions: tuple[str, ...] = PRECISIONS,
+    calib_clips: int = 32,
+    calib_seed: int = 1234,
+    clip_source: Callable[[VideoBERT, int, int], np.ndarray] | None = None,
+    whole_window_precisions: tuple[str, ...] = ("fp32",),
+) -> ExportResult:
+    """Write the model directory for `checkpoint`; returns the manifest and the parity figures."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    unknown = set(precisions) - set(PRECISIONS)
+    if unknown or "fp32" not in precisions:
+        raise ValueError(f"precisions must include fp32 and be among {PRECISIONS}, got {precisions}")
+    model = load_checkpoint(str(checkpoint))
+    raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
+    training = raw.get("training", {}) if isinstance(raw.get("training"), dict) else {}
+    cfg = model.cfg
+    if not cfg.labels:
+        raise ExportError(f"{checkpoint}: the model has no labels")
+    _log(
+        f"{checkpoint}: {model.num_params():,} parameters, T={cfg.num_frames}, {cfg.image_size}px, "
+        f"{len(cfg.labels)} labels"
+    )
+
+    # Stale graphs from an earlier export would be hashed into the new manifest: remove them.
+    for old in [*out.glob("*.onnx"), out / CHECKPOINT_NAME, out / MANIFEST_NAME]:
+        old.unlink(missing_ok=True)
+
+    source = clip_source or calibration_clips
+    clips = source(model, calib_clips, calib_seed)
+    check = source(model, max(8, calib_clips // 2), calib_seed + 1)  # held out from calibration
+    with torch.no_grad():
+        feats = model.encode_frames(torch.from_numpy(clips)).numpy()
+        check_feats = model.encode_frames(torch.from_numpy(check)).numpy()
+    t, s = cfg.num_frames, cfg.image_size
+    calib = {
+        "frame_encoder": _batches(clips.reshape(-1, s, s, 3), 64),
+        "window_encoder": _batches(feats, 8),
+        "whole_window": _batches(clips, 4),
+    }
+    held_out = {
+        "frame_encoder": check.reshape(-1, s, s, 3)[: 4 * t],
+        "window_encoder": check_feats,
+        "whole_window": check,
+    }
+
+    result = ExportResult(manifest=None, out_dir=out)  # type: ignore[arg-type]
+    graphs: dict[str, dict[str, str]] = {p: {} for p in precisions}
+    for graph in GRAPHS:
+        wanted = [p for p in precisions if graph != "whole_window" or p in whole_window_precisions]
+        if not wanted:
+            continue
+        fp32 = export_fp32_graph(model, graph)
+        result.fp32_max_abs_diff[graph] = check_fp32_parity(model, graph, fp32, held_out[graph][:8])
+        _log(f"{graph}: fp32 ONNX Runtime vs torch max abs diff {result.fp32_max_abs_diff[graph]:.2e}")
+        variants = {"fp32": fp32} if "fp32" in wanted else {}
+        if "fp16" in wanted:
+            variants["fp16"] = to_fp16(fp32)
+        if "int8" in wanted:
+            variants["int8"] = to_int8_qdq(fp32, calib[graph])
+        for precision, proto in variants.items():
+            filename = graph_filename(graph, precision)
+            _save(proto, out / filename)
+            graphs[precision][graph] = filename
+            if precision != "fp32" and graph != "frame_encoder":
+                agree = top1_agreement(model, graph, proto, held_out[graph])
+                result.top1_agreement.setdefault(precision, {})[graph] = agree
+                _log(f"{graph}: {precision} top-1 agreement with torch fp32 {agree:.3f}")
+
+    save_checkpoint(model, str(out / CHECKPOINT_NAME))  # weights + config only
+    result.manifest = write_manifest(model, out, name, version, graphs, training)
+    total = sum(f.bytes for f in result.manifest.files.values())
+    _log(f"wrote {out / MANIFEST_NAME}: {len(result.manifest.files)} files, {total / 1e6:.2f} MB in all")
+    if total > SIZE_BUDGET_BYTES:
+        per_param = total / model.num_params()
+        _log(
+            f"WARNING: {total / 1e6:.2f} MB is over the {SIZE_BUDGET_BYTES / 1e6:.0f} MB budget of a shipped "
+            f"model (~{per_param:.1f} bytes per parameter here: at most "
+            f"~{SIZE_BUDGET_BYTES / per_param / 1e3:.0f}k parameters fit)"
+        )
+    return result

@@ -1,0 +1,127 @@
+"""Reduced-precision variants of the exported FP32 graphs.
+
+TensorRT 10.12+/11 builds strongly typed networks: precision is whatever the ONNX says, so the
+FP16 and INT8 choices are made here, once, and every runtime (ONNX Runtime, TensorRT) sees the
+same graph.
+
+- FP16: ONNX Runtime's float16 converter (onnxruntime.transformers.float16, the maintained fork
+  of onnxconverter-common's, which also retypes Cast nodes; the original leaves `Cast(to=FLOAT)`
+  feeding FP16 consumers and the graph fails to load), mixed precision. Graph I/O keeps its types
+  (uint8 frames / float32 features in, float32 out) and numerically touchy ops stay FP32:
+  LayerNormalization and Softmax (large sums of exponentials), and the whole L2-normalisation
+  tail of the embedding head (x*x summed can overflow FP16's 65504).
+- INT8: explicit QuantizeLinear/DequantizeLinear pairs from onnxruntime.quantization in QDQ
+  format, symmetric (zero point 0, which is what TensorRT accepts), per-channel weights,
+  activations calibrated on generated clips.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+# Kept in FP32 in the FP16 graph, by op type.
+FP16_KEEP_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Sqrt", "Reciprocal", "Pow")
+# Quantized in the INT8 graph: the weight-carrying ops. Attention's activation x activation
+# MatMuls are quantized too (TensorRT runs them in INT8); LayerNorm/Softmax stay float.
+INT8_OPS = ("Conv", "Gemm", "MatMul")
+
+
+def _ancestors(graph: onnx.GraphProto, output: str) -> set[str]:
+    """Names of the nodes that `output` depends on."""
+    producer = {o: n for n in graph.node for o in n.output}
+    seen: set[str] = set()
+    stack = [output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        stack.extend(node.input)
+    return seen
+
+
+def embedding_tail_nodes(
+    model: onnx.ModelProto, embedding: str = "embedding", scores: str = "scores"
+) -> list[str]:
+    """Nodes that only the embedding output needs (its head and L2 normalisation)."""
+    outputs = {o.name for o in model.graph.output}
+    if embedding not in outputs:
+        return []
+    emb = _ancestors(model.graph, embedding)
+    shared = _ancestors(model.graph, scores) if scores in outputs else set()
+    return sorted(emb - shared)
+
+
+def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """FP16 mixed-precision copy of an FP32 graph; I/O types and touchy ops unchanged."""
+    from onnxruntime.transformers import float16
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    # Unnamed nodes cannot be put on the block list; the dynamo exporter names them all, but be safe.
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+    fp16 = float16.convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=list(FP16_KEEP_FP32_OPS),
+        node_block_list=embedding_tail_nodes(model),
+    )
+    # The converter appends its Cast nodes at the end of the node list; the ONNX spec (and
+    # onnx.checker, TensorRT's parser) want topological order.
+    OnnxModel(fp16).topological_sort()
+    onnx.checker.check_model(fp16)
+    return fp16
+
+
+class ArrayCalibrationReader:
+    """onnxruntime.quantization CalibrationDataReader over in-memory batches for one input."""
+
+    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
+        self.input_name = input_name
+        self._batches = list(batches)
+        self._it: Iterator[np.ndarray] = iter(self._batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        return None if batch is None else {self.input_name: batch}
+
+    def rewind(self) -> None:
+        self._it = iter(self._batches)
+
+
+def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> onnx.ModelProto:
+    """INT8 QDQ copy of an FP32 graph, activation ranges calibrated on `calibration` batches."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    input_name = model.graph.input[0].name
+    with tempfile.TemporaryDirectory(prefix="vbw-int8-") as tmp:
+        src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
+        onnx.save(model, src)
+        # Shape inference so the quantizer knows every tensor's type; no ORT graph optimisation
+        # here, the saved graph must stay portable (TensorRT parses it).
+        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        quantize_static(
+            pre,
+            dst,
+            calibration_data_reader=ArrayCalibrationReader(input_name, calibration),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(INT8_OPS),
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            extra_options={
+                "ActivationSymmetric": True,  # TensorRT needs zero point 0
+                "WeightSymmetric": True,
+            },
+        )
+        int8 = onnx.load(dst)
+    onnx.checker.check_model(int8)
+    return int8
