@@ -57,6 +57,58 @@ def embedding_tail_nodes(
     return sorted(emb - shared)
 
 
+def _cast_to(node: onnx.NodeProto) -> int:
+    return next(a.i for a in node.attribute if a.name == "to")
+
+
+def remove_cast_round_trips(model: onnx.ModelProto) -> int:
+    """Rewire `Cast(to=FP32)(Cast(to=FP16)(x))` with FP32 `x` to read `x` directly; returns the count.
+
+    ONNX Runtime's converter casts every kept-FP32 node's output to FP16 and back again before
+    the next kept-FP32 node, so a chain like the L2 norm would still round through FP16. Neither
+    maintained converter avoids this, hence this small pass.
+    """
+    g = model.graph
+    bare = onnx.ModelProto()
+    bare.CopyFrom(model)
+    del bare.graph.value_info[:]  # the converter leaves stale types behind; infer afresh
+    inferred = onnx.shape_inference.infer_shapes(bare)
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]
+    }
+    types.update({t.name: t.data_type for t in g.initializer})
+    producer = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+    fp32, fp16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    rename: dict[str, str] = {}
+    for n in g.node:
+        if n.op_type != "Cast" or _cast_to(n) != fp32:
+            continue
+        p = producer.get(n.input[0])
+        if p is None or p.op_type != "Cast" or _cast_to(p) != fp16 or types.get(p.input[0]) != fp32:
+            continue
+        if n.output[0] in outputs:  # a graph output keeps its name: the Cast becomes an Identity
+            n.op_type = "Identity"
+            del n.attribute[:]
+            n.input[0] = p.input[0]
+        else:
+            rename[n.output[0]] = p.input[0]
+    for n in g.node:
+        for i, name in enumerate(n.input):
+            if name in rename:
+                n.input[i] = rename[name]
+    # Drop Casts nobody reads any more (repeat: removing one can orphan its producer).
+    while True:
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type == "Cast" and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    return len(rename)
+
+
 def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     """FP16 mixed-precision copy of an FP32 graph; I/O types and touchy ops unchanged."""
     from onnxruntime.transformers import float16
@@ -75,6 +127,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # The converter appends its Cast nodes at the end of the node list; the ONNX spec (and
     # onnx.checker, TensorRT's parser) want topological order.
     OnnxModel(fp16).topological_sort()
+    remove_cast_round_trips(fp16)
     onnx.checker.check_model(fp16)
     return fp16
 
