@@ -36,12 +36,16 @@ def check_clips(clips: np.ndarray, num_frames: int, image_size: tuple[int, int])
     return np.ascontiguousarray(clips)
 
 
-def open_model(model_dir: str | Path, precision: str, verify: bool = True) -> tuple[Path, ModelManifest]:
-    """Manifest of `model_dir` (sha256-checked), checking it has graphs for `precision`."""
+def open_model(
+    model_dir: str | Path, precision: str | None, verify: bool = True
+) -> tuple[Path, ModelManifest]:
+    """Manifest of `model_dir` (sha256-checked), checking it has graphs for `precision` if given."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise ModelDirError(f"{model_dir}: model directory does not exist")
     manifest = load_manifest(model_dir, verify=verify)
+    if precision is None:
+        return model_dir, manifest
     graphs = manifest.graphs.get(precision)
     if not graphs or not {"frame_encoder", "window_encoder"} <= graphs.keys():
         raise ModelDirError(

@@ -1,0 +1,103 @@
+"""torch engine: the reference. Runs the checkpoint in the model directory on CPU or CUDA.
+
+FP32 everywhere; FP16 on CUDA through autocast (which keeps LayerNorm and softmax in FP32, as
+the exported FP16 graph does). INT8 is the ONNX graphs' business (ONNX Runtime, TensorRT).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.base import Engine, EngineInfo, EngineUnavailable
+from engines.manifest import ModelDirError
+from engines.validation import check_clips, check_features, check_frames, open_model
+
+
+class TorchEngine(Engine):
+    def __init__(
+        self,
+        model_dir: str | Path,
+        precision: str = "fp32",
+        *,
+        device: str = "cpu",
+        threads: int | None = None,
+        max_batch: int = 32,
+        verify: bool = True,
+        **unknown: Any,
+    ):
+        if unknown:
+            raise TypeError(f"torch engine: unknown options {sorted(unknown)}")
+        if precision not in ("fp32", "fp16"):
+            raise EngineUnavailable(f"torch backend runs fp32 or fp16 (CUDA), not {precision}")
+        try:
+            import torch
+        except ImportError as e:
+            raise EngineUnavailable(f"torch not installed (pip install 'vbw[train]'): {e}") from e
+        from build_engine.model import load_checkpoint
+
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise EngineUnavailable(f"torch backend: device {device!r} asked for but no CUDA GPU is visible")
+        if precision == "fp16" and not device.startswith("cuda"):
+            raise EngineUnavailable("torch backend: fp16 needs a CUDA device (device='cuda')")
+        self.model_dir, self.manifest = open_model(model_dir, None, verify)
+        if not self.manifest.checkpoint:
+            raise ModelDirError(f"{self.model_dir}: model.json names no checkpoint for the torch backend")
+        ckpt = self.model_dir / self.manifest.checkpoint
+        if not ckpt.is_file():
+            raise ModelDirError(f"{ckpt}: checkpoint missing")
+        if threads:
+            torch.set_num_threads(threads)  # process-wide: torch has no per-model thread pool
+        self._torch = torch
+        self._device = torch.device(device)
+        try:
+            self.model = load_checkpoint(str(ckpt), map_location=self._device)
+        except (ValueError, RuntimeError) as e:
+            raise ModelDirError(f"{ckpt}: cannot load: {e}") from e
+        self._autocast = precision == "fp16"
+        m = self.manifest
+        self.metadata = EngineInfo(
+            name=m.name,
+            version=m.version,
+            backend="torch",
+            precision=precision,
+            device=str(self._device),
+            labels=tuple(m.labels),
+            multi_label=m.multi_label,
+            num_frames=m.num_frames,
+            image_size=tuple(m.image_size),
+            feature_dim=m.feature_dim,
+            embed_dim=m.embed_dim,
+            max_batch=max_batch,
+        )
+
+    def _run(self, fn: Any, x: np.ndarray) -> Any:
+        torch = self._torch
+        with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self._autocast):
+            return fn(torch.from_numpy(x).to(self._device, non_blocking=True))
+
+    def _numpy(self, t: Any) -> np.ndarray:
+        return t.float().cpu().numpy()
+
+    def encode_frames(self, frames: np.ndarray) -> np.ndarray:
+        frames = check_frames(frames, self.metadata.image_size)
+        return self._numpy(self._run(self.model.frame_encoder, frames))
+
+    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = self.metadata
+        features = check_features(features, m.num_frames, m.feature_dim)
+        scores, embedding = self._run(self.model.window_encoder, features)
+        return self._numpy(scores), self._numpy(embedding)
+
+    def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = self.metadata
+        clips = check_clips(clips, m.num_frames, m.image_size)
+        scores, embedding = self._run(self.model, clips)
+        return self._numpy(scores), self._numpy(embedding)
+
+    def close(self) -> None:
+        if self._device.type == "cuda":
+            del self.model
+            self._torch.cuda.empty_cache()
