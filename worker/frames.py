@@ -35,3 +35,5 @@ class Window:
     # Per-frame features [T, D] gathered from the stream's ring buffer (padded to the model's T).
     features: np.ndarray | None = None
     source_refs: list[tuple[str, int, int]] = field(default_factory=list)
+    # Stable id (stream, start_seq, model version; see worker.messages.window_id), set by the assembler.
+    window_id: str = ""

@@ -1,0 +1,217 @@
+"""Sliding windows over one stream's frame features. Pure: no threads, no clocks, no I/O.
+
+Each stream has one `SlidingWindowAssembler`, a small state machine in the manner of Quix
+Streams' window classes:
+
+    EMPTY ──frame──> FILLING ──T-th frame──> emit window, slide by S ──> FILLING ...
+      ^                 │ (S > T: SKIPPING the S-T frames between windows)
+      └─close(reason)───┘  gap > max_gap, reconnect, end of stream, revoke, shutdown
+
+Counting frames from the last close, window k holds frames [k*S, k*S + T - 1]. A window is
+emitted the moment its last frame arrives. Closing decides the fate of the one partial window
+(the frames after the last complete window's start that no complete window covered) by the
+policy: drop, pad (repeat the last frame's features up to T) or emit (shorter input). Nothing
+ever spans a close, so no window spans a gap or a reconnect.
+
+The assembler keeps a ring buffer of the features of the last T frames, so every frame goes
+through the frame encoder once however small the stride is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from worker.frames import Window
+from worker.messages import window_id
+
+PartialPolicy = Literal["drop", "pad", "emit"]
+SourceRef = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class FrameMeta:
+    seq: int
+    pts: float
+    capture_time: float
+    ref: SourceRef | None = None
+
+
+@dataclass(slots=True)
+class Step:
+    """What one push/close produced. The caller turns `events` into counters."""
+
+    windows: list[Window] = field(default_factory=list)
+    # refs of frames that left the ring buffer (still held by any windows they are in)
+    released: list[SourceRef] = field(default_factory=list)
+    # (what, reason): what is partial_dropped | partial_padded | partial_emitted | out_of_order
+    events: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SlidingWindowAssembler:
+    def __init__(
+        self,
+        stream_id: str,
+        size: int,
+        stride: int,
+        *,
+        max_gap: int = 0,
+        partial: PartialPolicy = "drop",
+        min_partial_frames: int = 1,
+        model_version: str = "0",
+    ):
+        if size < 1 or stride < 1:
+            raise ValueError(f"window size and stride must be >= 1 (got T={size}, S={stride})")
+        self.stream_id = stream_id
+        self.size = size
+        self.stride = stride
+        self.max_gap = max_gap
+        self.partial = partial
+        self.min_partial_frames = min_partial_frames
+        self.model_version = model_version
+        self.index = 0  # windows emitted by this assembler, complete or partial
+        self.last_seq: int | None = None  # survives closes: seqs are never reused
+        # Ring buffer holding the frames of the next window, oldest at `_head`.
+        self._feats: np.ndarray | None = None
+        self._metas: list[FrameMeta | None] = [None] * size
+        self._head = 0
+        self._count = 0
+        self._skip = 0  # frames still to pass over before the next window starts (S > T)
+        self._emitted_since_close = False
+        self._active = False  # at least one frame since the last close
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        if not self._active:
+            return "EMPTY"
+        return "SKIPPING" if self._skip else "FILLING"
+
+    @property
+    def buffered(self) -> int:
+        return self._count
+
+    def buffered_refs(self) -> list[SourceRef]:
+        return [m.ref for m in self._iter_metas() if m is not None and m.ref is not None]
+
+    # -- transitions -------------------------------------------------------------------------
+    def push(self, meta: FrameMeta, feature: np.ndarray) -> Step:
+        """Add one frame's features; returns the windows it completed (at most one)."""
+        step = Step()
+        if self.last_seq is not None and meta.seq <= self.last_seq:
+            step.events.append(("out_of_order", "out_of_order"))
+            if meta.ref is not None:
+                step.released.append(meta.ref)
+            return step
+        if self._active and self.last_seq is not None and meta.seq - self.last_seq - 1 > self.max_gap:
+            self._close_into(step, "gap", emit_partial=True)
+        self.last_seq = meta.seq
+        self._active = True
+        if self._skip:
+            self._skip -= 1
+            if meta.ref is not None:
+                step.released.append(meta.ref)
+            return step
+        self._append(meta, feature)
+        if self._count == self.size:
+            self._emit(step, self._count, complete=True)
+            self._slide(step)
+        return step
+
+    def close(self, reason: str, emit_partial: bool = True) -> Step:
+        """End of a run of frames (reset, EOS, shutdown): settle the partial window, empty the buffer."""
+        step = Step()
+        self._close_into(step, reason, emit_partial)
+        return step
+
+    def drop(self) -> Step:
+        """Forget everything buffered, emitting nothing and counting nothing (Kafka revoke)."""
+        step = Step()
+        step.released.extend(self.buffered_refs())
+        self._reset_buffer()
+        return step
+
+    # -- internals ---------------------------------------------------------------------------
+    def _iter_metas(self):
+        for i in range(self._count):
+            yield self._metas[(self._head + i) % self.size]
+
+    def _append(self, meta: FrameMeta, feature: np.ndarray) -> None:
+        if self._feats is None:
+            self._feats = np.zeros((self.size, feature.shape[-1]), np.float32)
+        pos = (self._head + self._count) % self.size
+        self._feats[pos] = feature
+        self._metas[pos] = meta
+        self._count += 1
+
+    def _gather(self, n: int, pad_to: int) -> np.ndarray:
+        assert self._feats is not None
+        idx = (self._head + np.arange(n)) % self.size
+        feats = self._feats[idx]
+        if pad_to > n:  # repeat the last real frame: the model never saw zero features
+            feats = np.concatenate([feats, np.repeat(feats[-1:], pad_to - n, axis=0)])
+        return feats
+
+    def _emit(self, step: Step, n: int, complete: bool) -> None:
+        metas = [m for m in self._iter_metas()][:n]
+        first, last = metas[0], metas[-1]
+        assert first is not None and last is not None
+        pad_to = self.size if (complete or self.partial == "pad") else n
+        wid = window_id(self.stream_id, first.seq, self.model_version, None if complete else n)
+        step.windows.append(
+            Window(
+                stream_id=self.stream_id,
+                index=self.index,
+                start_seq=first.seq,
+                end_seq=last.seq,
+                start_pts=first.pts,
+                end_pts=last.pts,
+                frames=n,
+                complete=complete,
+                capture_time=last.capture_time,
+                features=self._gather(n, pad_to),
+                source_refs=[m.ref for m in metas if m is not None and m.ref is not None],
+                window_id=wid,
+            )
+        )
+        self.index += 1
+        self._emitted_since_close = True
+
+    def _pop_left(self, step: Step, n: int) -> None:
+        for _ in range(min(n, self._count)):
+            meta = self._metas[self._head]
+            if meta is not None and meta.ref is not None:
+                step.released.append(meta.ref)
+            self._metas[self._head] = None
+            self._head = (self._head + 1) % self.size
+            self._count -= 1
+
+    def _slide(self, step: Step) -> None:
+        if self.stride <= self.size:
+            self._pop_left(step, self.stride)
+        else:
+            self._pop_left(step, self._count)
+            self._skip = self.stride - self.size
+
+    def _close_into(self, step: Step, reason: str, emit_partial: bool) -> None:
+        n = self._count
+        # Frames of the buffer already inside the last complete window (S < T overlap).
+        covered = max(0, self.size - self.stride) if self._emitted_since_close else 0
+        if n > covered:  # some frames would be in no window at all without the partial one
+            if not emit_partial or self.partial == "drop" or n < self.min_partial_frames:
+                step.events.append(("partial_dropped", reason))
+            else:
+                self._emit(step, n, complete=False)
+                step.events.append(("partial_padded" if self.partial == "pad" else "partial_emitted", reason))
+        self._pop_left(step, n)
+        self._reset_buffer()
+
+    def _reset_buffer(self) -> None:
+        self._metas = [None] * self.size
+        self._head = 0
+        self._count = 0
+        self._skip = 0
+        self._emitted_since_close = False
+        self._active = False
