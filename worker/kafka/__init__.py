@@ -1,0 +1,1 @@
+"""Kafka in and out: the frames source, the labels/embeddings sinks, dead letters, offsets, ingest."""
