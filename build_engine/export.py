@@ -23,6 +23,7 @@ import torch
 
 from build_engine.model import VideoBERT, load_checkpoint, save_checkpoint
 from build_engine.precision import to_fp16, to_int8_qdq
+from build_engine.trt_compat import trt_problems
 from engines.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -46,6 +47,7 @@ FP32_SCORE_TOLERANCE = 1e-4
 # repeats both stages' weights, so by default it is written in FP32 only (benchmarks, parity);
 # engines compose the two stage graphs for the other precisions.
 SIZE_BUDGET_BYTES = 10_000_000
+CALIB_FPS = 10.0  # frame rate of calibration clips; motion per frame like the worker's sampled frames
 
 
 class ExportError(RuntimeError):
@@ -60,15 +62,20 @@ def _log(msg: str) -> None:
     print(f"[export] {msg}", file=sys.stderr, flush=True)
 
 
-class _WholeWindow(torch.nn.Module):
-    """The non-incremental path as one module (VideoBERT.forward)."""
+class _CastFirst(torch.nn.Module):
+    """Feed a stage float32 straight from its uint8 input.
 
-    def __init__(self, model: VideoBERT):
+    TensorRT's ONNX parser accepts UINT8 only as a network input consumed by a Cast (its
+    Transpose/Reshape do not take UINT8), while model.py permutes/reshapes before `.float()`.
+    Casting first changes no value; the stage's own `.float()` then is a no-op.
+    """
+
+    def __init__(self, stage: torch.nn.Module):
         super().__init__()
-        self.model = model
+        self.stage = stage
 
-    def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.model(clips)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        return self.stage(x.float())
 
 
 def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, torch.Tensor]:
@@ -82,12 +89,33 @@ def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, torch.Tensor]:
     }
 
 
+def read_shapes_after_cast(proto: onnx.ModelProto) -> int:
+    """Point `Shape(uint8 input)` at the input's Cast instead; returns how many were moved.
+
+    The exporter reads the dynamic batch size off the graph input itself, and TensorRT's parser
+    takes UINT8 only into a Cast. The cast tensor has the same shape.
+    """
+    g = proto.graph
+    uint8_inputs = {i.name for i in g.input if i.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    cast_of = {n.input[0]: n.output[0] for n in g.node if n.op_type == "Cast" and n.input[0] in uint8_inputs}
+    moved = 0
+    for n in g.node:
+        if n.op_type == "Shape" and n.input[0] in cast_of:
+            n.input[0] = cast_of[n.input[0]]
+            moved += 1
+    if moved:  # the Cast may come after the Shape in node order
+        from onnxruntime.transformers.onnx_model import OnnxModel
+
+        OnnxModel(proto).topological_sort()
+    return moved
+
+
 def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     """Trace one stage with the dynamo exporter; only dim 0 (batch) is dynamic."""
     module = {
-        "frame_encoder": model.frame_encoder,
+        "frame_encoder": _CastFirst(model.frame_encoder),
         "window_encoder": model.window_encoder,
-        "whole_window": _WholeWindow(model),
+        "whole_window": _CastFirst(model),
     }[graph]
     inputs, outputs = GRAPH_IO[graph]
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -104,6 +132,7 @@ def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     )
     proto = program.model_proto
     proto.doc_string = f"vbw {graph}"
+    read_shapes_after_cast(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
 
@@ -164,16 +193,16 @@ def synthetic_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
     return clips
 
 
-def calibration_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
-    """uint8 [n, T, H, W, 3] realistic clips: the project's clip generator when it is available."""
+def calibration_clips(model: VideoBERT, n: int, seed: int, fps: float = CALIB_FPS) -> np.ndarray:
+    """uint8 [n, T, H, W, 3] realistic clips (labels round robin) from the project's clip generator."""
     try:
-        from build_engine.clips import render_batch  # type: ignore[attr-defined]
+        from build_engine.clips import LABELS, clip_rng, render_clip
     except ImportError:
         _log("build_engine.clips not available: calibrating on synthetic drifting squares")
         return synthetic_clips(model, n, seed)
     cfg = model.cfg
-    clips, _labels = render_batch(n, seed=seed, size=cfg.image_size, frames=cfg.num_frames)
-    return np.ascontiguousarray(clips, dtype=np.uint8)
+    s, t = cfg.image_size, cfg.num_frames
+    return np.stack([render_clip(LABELS[i % len(LABELS)], clip_rng(seed, i), s, s, t, fps) for i in range(n)])
 
 
 def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
@@ -293,6 +322,8 @@ def export_model(
             variants["int8"] = to_int8_qdq(fp32, calib[graph])
         for precision, proto in variants.items():
             filename = graph_filename(graph, precision)
+            for problem in trt_problems(proto):  # TensorRT is not installable here: check its table
+                _log(f"WARNING: {filename}: TensorRT's ONNX parser would reject it: {problem}")
             _save(proto, out / filename)
             graphs[precision][graph] = filename
             if precision != "fp32" and graph != "frame_encoder":

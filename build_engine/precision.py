@@ -173,6 +173,9 @@ def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> on
             extra_options={
                 "ActivationSymmetric": True,  # TensorRT needs zero point 0
                 "WeightSymmetric": True,
+                # Biases stay float: TensorRT's DequantizeLinear takes INT8/FP8/INT4, not the
+                # INT32 bias ONNX Runtime would write; TensorRT fuses the float bias itself.
+                "QuantizeBias": False,
             },
         )
         int8 = onnx.load(dst)
