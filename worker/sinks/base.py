@@ -1,8 +1,9 @@
 """What a sink is: where finished windows go (JSONL file, stdout, Kafka topics).
 
-The pipeline calls every method from its single sink thread, in this order: `open()` once,
-`publish()` per window (plus `poll()` whenever the thread is idle, at least every 100 ms), then at
-shutdown `flush(timeout)` and `close()`.
+The pipeline calls `open()` once at start-up (before any thread runs; a failure there stops the
+start with its message), then every other method from its single sink thread: `publish()` per
+window, `poll()` whenever the thread is idle (at least every 100 ms), and at shutdown
+`flush(timeout)` and `close()`.
 
 Contract, for anyone adding a sink (the Kafka labels and embeddings sinks are two):
 
@@ -59,7 +60,7 @@ class Sink(ABC):
     name: str
 
     def open(self) -> None:  # noqa: B027 - optional hook
-        """Connect / open files. Called once, in the sink thread, before the first publish."""
+        """Connect / open files. Called once at start-up; raise with a clear message on failure."""
 
     @abstractmethod
     def publish(self, result: WindowResult, done: DeliveryCallback) -> None:

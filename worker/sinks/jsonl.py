@@ -1,0 +1,100 @@
+"""JSONL sinks: `vbw.window/v1` documents, one per line, to a file or stdout.
+
+Writes are synchronous and small, so a window is acked as soon as its line reached the OS
+(flushed); `fsync: true` also forces it to disk at each flush(). A line is never split: each
+document is written with one write() call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from pathlib import Path
+from typing import IO
+
+from worker.config import JsonlSinkConfig, StdoutSinkConfig, VbwConfig
+from worker.sinks.base import DeliveryCallback, Sink, WindowResult
+
+
+def text_line(result: WindowResult) -> str:
+    """The readable one-liner of `vbw demo` / stdout format=text."""
+    m = result.message
+    labels = "  ".join(f"{ls.label} {ls.score:.2f}" for ls in m.labels)
+    flag = "" if m.complete else f"  (partial: {m.frames} frames)"
+    return f"{m.stream_id:<12} {m.start_pts:7.2f}s - {m.end_pts:7.2f}s   {labels}{flag}"
+
+
+class _LineSink(Sink):
+    def __init__(self, name: str):
+        self.name = name
+        self._f: IO[str] | None = None
+
+    def _line(self, result: WindowResult) -> str:
+        return result.message.to_json()
+
+    def publish(self, result: WindowResult, done: DeliveryCallback) -> None:
+        assert self._f is not None, "publish before open"
+        try:
+            self._f.write(self._line(result) + "\n")
+            self._f.flush()
+        except (OSError, ValueError) as e:
+            done(f"{self.name}: write failed: {e}")
+            return
+        done(None)
+
+    def flush(self, timeout: float) -> bool:
+        if self._f is not None:
+            with contextlib.suppress(OSError, ValueError):
+                self._f.flush()
+        return True
+
+
+class JsonlSink(_LineSink):
+    def __init__(self, path: str | Path, name: str = "jsonl", fsync: bool = False):
+        super().__init__(name)
+        self.path = Path(path)
+        self.fsync = fsync
+
+    @classmethod
+    def from_config(cls, sc: JsonlSinkConfig, cfg: VbwConfig) -> JsonlSink:
+        return cls(sc.path, sc.name, sc.fsync)
+
+    def open(self) -> None:
+        if self.path.parent and not self.path.parent.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._f = self.path.open("a", encoding="utf-8")
+
+    def flush(self, timeout: float) -> bool:
+        super().flush(timeout)
+        if self.fsync and self._f is not None:
+            with contextlib.suppress(OSError, ValueError):
+                os.fsync(self._f.fileno())
+        return True
+
+    def close(self) -> None:
+        if self._f is not None:
+            self.flush(0)
+            self._f.close()
+            self._f = None
+
+
+class StdoutSink(_LineSink):
+    def __init__(self, fmt: str = "json", name: str = "stdout", stream: IO[str] | None = None):
+        super().__init__(name)
+        self.format = fmt
+        self._stream = stream
+
+    @classmethod
+    def from_config(cls, sc: StdoutSinkConfig, cfg: VbwConfig) -> StdoutSink:
+        return cls(sc.format, sc.name)
+
+    def open(self) -> None:
+        self._f = self._stream or sys.stdout
+
+    def _line(self, result: WindowResult) -> str:
+        return text_line(result) if self.format == "text" else result.message.to_json()
+
+    def close(self) -> None:
+        self.flush(0)
+        self._f = None

@@ -1,0 +1,138 @@
+"""The demux -> decode -> sample -> resize -> emit loop shared by the file and RTSP sources."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import av
+
+from worker.config import SamplingConfig
+from worker.decode import to_model_rgb
+from worker.frames import Frame
+from worker.redact import redact_text
+from worker.sampling import FpsSampler
+from worker.sources.base import SourceContext
+
+log = logging.getLogger("vbw.source")
+
+# Consecutive undecodable packets after which a stream counts as broken rather than glitchy.
+MAX_BAD_PACKETS = 50
+
+Ending = Literal["eos", "stopped", "stalled", "error"]
+
+
+@dataclass(slots=True)
+class PumpResult:
+    ending: Ending
+    frames: int  # frames emitted (offered to the pipeline)
+    last_pts: float
+    error: str | None = None
+
+
+def open_error(e: BaseException) -> str:
+    """One line describing an open/read failure, without URLs or credentials."""
+    if isinstance(e, av.FFmpegError):
+        text = e.strerror or type(e).__name__
+    elif isinstance(e, OSError):
+        text = e.strerror or str(e)
+    else:
+        text = str(e) or type(e).__name__
+    return redact_text(f"{type(e).__name__}: {text}")
+
+
+class AvStreamPump:
+    """Reads one opened container's first video stream until it ends, stalls or the pipeline stops."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        sampling: SamplingConfig,
+        next_seq: Callable[[], int],
+        *,
+        decode_threads: Literal["AUTO", "SLICE", "NONE"] = "AUTO",
+    ):
+        self.stream_id = stream_id
+        self.sampling = sampling
+        self.next_seq = next_seq
+        self.decode_threads = decode_threads
+
+    def pump(
+        self,
+        ctx: SourceContext,
+        container: av.container.InputContainer,
+        *,
+        pts_offset: float = 0.0,
+        pace: bool = False,
+        stall_timeout: float | None = None,
+        on_first_frame: Callable[[], None] | None = None,
+    ) -> PumpResult:
+        sid = self.stream_id
+        if not container.streams.video:
+            return PumpResult("error", 0, pts_offset, "no video stream in the input")
+        stream = container.streams.video[0]
+        if self.decode_threads != "NONE":
+            stream.thread_type = self.decode_threads
+        if self.sampling.keyframes_only:
+            stream.codec_context.skip_frame = "NONKEY"  # the decoder never touches the rest
+        sampler = FpsSampler(self.sampling.fps)
+        size = ctx.image_size
+        metrics = ctx.metrics
+        emitted, bad_run, last_pts = 0, 0, pts_offset
+        first_pts: float | None = None
+        wall0 = 0.0
+        last_frame_at = time.monotonic()
+        try:
+            for packet in container.demux(stream):
+                if ctx.stopping():
+                    return PumpResult("stopped", emitted, last_pts)
+                now = time.monotonic()
+                if stall_timeout is not None and now - last_frame_at > stall_timeout:
+                    return PumpResult("stalled", emitted, last_pts, f"no frame for {stall_timeout:.1f}s")
+                t0 = time.perf_counter()
+                try:
+                    frames = packet.decode()
+                except av.FFmpegError as e:
+                    metrics.decode_error(sid)
+                    bad_run += 1
+                    if bad_run >= MAX_BAD_PACKETS:
+                        return PumpResult(
+                            "error", emitted, last_pts, f"{bad_run} bad packets in a row: {open_error(e)}"
+                        )
+                    continue
+                t_decode = time.perf_counter() - t0
+                if frames:
+                    bad_run = 0
+                    last_frame_at = now
+                for frame in frames:
+                    pts = float(frame.time) if frame.time is not None else time.monotonic() - wall0
+                    if first_pts is None:
+                        first_pts, wall0 = pts, time.monotonic()
+                        if on_first_frame is not None:
+                            on_first_frame()
+                    if not sampler.keep(pts):
+                        continue
+                    t1 = time.perf_counter()
+                    image = to_model_rgb(frame, size)
+                    metrics.stage_seconds("decode", t_decode + time.perf_counter() - t1)
+                    t_decode = 0.0  # the packet's decode cost is counted once
+                    if pace:  # behave like a camera: a frame exists only from its time on
+                        due = wall0 + (pts - first_pts)
+                        delay = due - time.monotonic()
+                        if delay > 0 and ctx.wait(delay):
+                            return PumpResult("stopped", emitted, last_pts)
+                    last_pts = pts + pts_offset
+                    ctx.emit(Frame(sid, self.next_seq(), last_pts, time.time(), image))
+                    emitted += 1
+        except av.FFmpegError as e:
+            metrics.decode_error(sid)
+            return PumpResult("error", emitted, last_pts, open_error(e))
+        return PumpResult("eos", emitted, last_pts)
+
+
+def log_source_error(source_id: str, what: str, detail: str, level: int = logging.ERROR) -> None:
+    """The one-line error every expected input failure produces (no traceback)."""
+    log.log(level, "%s: %s: %s", source_id, what, detail, extra={"stream": source_id, "event": what})
