@@ -128,7 +128,10 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # onnx.checker, TensorRT's parser) want topological order.
     OnnxModel(fp16).topological_sort()
     remove_cast_round_trips(fp16)
-    onnx.checker.check_model(fp16)
+    # The converter leaves value_info entries with their old FP32 types: infer them afresh.
+    del fp16.graph.value_info[:]
+    fp16 = onnx.shape_inference.infer_shapes(fp16, strict_mode=True)
+    onnx.checker.check_model(fp16, full_check=True)
     return fp16
 
 
@@ -179,5 +182,5 @@ def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> on
             },
         )
         int8 = onnx.load(dst)
-    onnx.checker.check_model(int8)
+    onnx.checker.check_model(int8, full_check=True)
     return int8

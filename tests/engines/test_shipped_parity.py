@@ -1,0 +1,72 @@
+"""The shipped model through ONNX Runtime on CPU against torch FP32, on realistic generated clips.
+
+FP32: max abs diff of scores <= 1e-4. FP16: top-1 agreement >= 99%. INT8: >= 97%.
+The clips come from the project's clip generator with a seed the INT8 calibration never saw.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines import load_engine
+from engines.manifest import load_manifest
+
+N_CLIPS = 256
+SEED = 20_261_123  # not the export's calibration seeds (1234, 1235)
+
+
+@pytest.fixture(scope="module")
+def clips(default_model_dir: Path) -> np.ndarray:
+    pytest.importorskip("build_engine.clips", reason="clip generator not available")
+    from build_engine.export import calibration_clips
+    from build_engine.model import load_checkpoint
+
+    m = load_manifest(default_model_dir)
+    model = load_checkpoint(str(default_model_dir / m.checkpoint))
+    return calibration_clips(model, N_CLIPS, SEED)
+
+
+@pytest.fixture(scope="module")
+def reference(default_model_dir: Path, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    with load_engine(default_model_dir, "torch", "fp32") as ref:
+        feats = ref.encode_frames(clips.reshape(-1, *clips.shape[2:])).reshape(*clips.shape[:2], -1)
+        scores, _ = ref.encode_windows(feats)
+    return feats, scores
+
+
+def test_fp32_scores_within_1e4(default_model_dir: Path, clips: np.ndarray, reference: tuple) -> None:
+    _, want = reference
+    with load_engine(default_model_dir, "onnxruntime", "fp32") as engine:
+        got, _ = engine.infer_windows(clips[:64])
+        inc, _ = engine.encode_windows(
+            engine.encode_frames(clips.reshape(-1, *clips.shape[2:])).reshape(*clips.shape[:2], -1)
+        )
+    assert np.abs(got - want[:64]).max() <= 1e-4
+    assert np.abs(inc - want).max() <= 1e-4
+
+
+@pytest.mark.parametrize(("precision", "min_agreement"), [("fp16", 0.99), ("int8", 0.97)])
+def test_reduced_precision_top1_agreement(
+    default_model_dir: Path, clips: np.ndarray, reference: tuple, precision: str, min_agreement: float
+) -> None:
+    _, want = reference
+    with load_engine(default_model_dir, "onnxruntime", precision) as engine:
+        got, emb = engine.infer_windows(clips)
+    agreement = float((got.argmax(1) == want.argmax(1)).mean())
+    print(f"{precision} top-1 agreement with torch fp32 on {len(clips)} clips: {agreement:.4f}")
+    assert agreement >= min_agreement
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=5e-3)
+
+
+def test_incremental_equals_whole_window(default_model_dir: Path, clips: np.ndarray) -> None:
+    sub = clips[:16]
+    b, t = sub.shape[:2]
+    with load_engine(default_model_dir) as engine:
+        feats = engine.encode_frames(sub.reshape(b * t, *sub.shape[2:])).reshape(b, t, -1)
+        inc = engine.encode_windows(feats)
+        whole = engine.infer_windows(sub)
+    for a, w in zip(inc, whole, strict=True):
+        np.testing.assert_allclose(a, w, atol=1e-5)

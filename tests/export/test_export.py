@@ -1,0 +1,202 @@
+"""`vbw export`: what the model directory holds, graph by graph, for a tiny model and the shipped one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto
+
+from build_engine.export import GRAPH_IO, PRECISIONS, export_model, graph_filename
+from build_engine.precision import remove_cast_round_trips
+from build_engine.trt_compat import load_table, trt_problems
+from engines.manifest import load_manifest, sha256_file
+from worker.cli import main as vbw
+
+
+def _graphs(model_dir: Path) -> list[tuple[str, str, onnx.ModelProto]]:
+    m = load_manifest(model_dir)
+    return [
+        (precision, graph, onnx.load(model_dir / filename))
+        for precision, graphs in m.graphs.items()
+        for graph, filename in graphs.items()
+    ]
+
+
+def _elem(v: onnx.ValueInfoProto) -> int:
+    return v.type.tensor_type.elem_type
+
+
+def _dims(v: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+
+
+def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None:
+    m = load_manifest(tiny_model_dir)  # verifies every sha256
+    on_disk = {p.name for p in tiny_model_dir.iterdir()} - {"model.json"}
+    assert set(m.files) == on_disk
+    for name, entry in m.files.items():
+        assert entry.sha256 == sha256_file(tiny_model_dir / name)
+        assert entry.bytes == (tiny_model_dir / name).stat().st_size
+    assert set(m.graphs) == set(PRECISIONS)
+    for precision in PRECISIONS:
+        assert {"frame_encoder", "window_encoder"} <= set(m.graphs[precision])
+    assert m.graphs["fp32"]["whole_window"] == "whole_window.onnx"
+    assert m.graphs["int8"]["frame_encoder"] == graph_filename("frame_encoder", "int8")
+    assert (m.labels, m.num_frames, tuple(m.image_size)) == (["a", "b", "c", "d", "e"], 8, (32, 32))
+    assert m.checkpoint == "checkpoint.pt" and m.training == {"note": "random init, tests only"}
+    assert m.normalization.mean == (0.5, 0.5, 0.5)
+
+
+def test_graph_io_names_types_and_only_batch_dynamic(tiny_model_dir: Path) -> None:
+    m = load_manifest(tiny_model_dir)
+    t, (h, w), d = m.num_frames, m.image_size, m.feature_dim
+    want_in = {
+        "frame_encoder": (TensorProto.UINT8, ["batch", h, w, 3]),
+        "window_encoder": (TensorProto.FLOAT, ["batch", t, d]),
+        "whole_window": (TensorProto.UINT8, ["batch", t, h, w, 3]),
+    }
+    for precision, graph, proto in _graphs(tiny_model_dir):
+        onnx.checker.check_model(proto, full_check=True)
+        inputs, outputs = GRAPH_IO[graph]
+        assert [i.name for i in proto.graph.input] == list(inputs), (precision, graph)
+        assert [o.name for o in proto.graph.output] == list(outputs), (precision, graph)
+        (inp,) = proto.graph.input
+        assert (_elem(inp), _dims(inp)) == want_in[graph], (precision, graph)
+        for out in proto.graph.output:  # I/O types kept at every precision
+            assert _elem(out) == TensorProto.FLOAT, (precision, graph, out.name)
+            dims = _dims(out)
+            assert dims[0] == "batch" and all(isinstance(x, int) for x in dims[1:]), (graph, dims)
+
+
+def test_opset_and_layernorm_is_one_op(tiny_model_dir: Path) -> None:
+    for precision, graph, proto in _graphs(tiny_model_dir):
+        opset = next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
+        assert opset >= 17, (precision, graph)
+        ops = {n.op_type for n in proto.graph.node}
+        assert "LayerNormalization" in ops and "ReduceMean" not in ops, (precision, graph)
+
+
+def _input_types(proto: onnx.ModelProto) -> dict[str, int]:
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    g = inferred.graph
+    types = {v.name: _elem(v) for v in [*g.value_info, *g.input, *g.output]}
+    types.update({i.name: i.data_type for i in g.initializer})
+    return types
+
+
+def test_fp16_is_mixed_with_touchy_ops_in_fp32(tiny_model_dir: Path) -> None:
+    m = load_manifest(tiny_model_dir)
+    proto = onnx.load(tiny_model_dir / m.graphs["fp16"]["window_encoder"])
+    types = _input_types(proto)
+    by_op: dict[str, set[int]] = {}
+    for n in proto.graph.node:
+        by_op.setdefault(n.op_type, set()).add(types[n.input[0]])
+    for op in ("LayerNormalization", "Softmax", "ReduceSum", "Sqrt", "Reciprocal"):
+        assert by_op[op] == {TensorProto.FLOAT}, op
+    assert TensorProto.FLOAT16 in by_op["MatMul"]  # the bulk of the work is FP16
+    # No value takes a lossy FP32 -> FP16 -> FP32 round trip between kept-FP32 ops.
+    assert remove_cast_round_trips(proto) == 0
+
+
+def test_int8_is_explicit_symmetric_qdq(tiny_model_dir: Path) -> None:
+    m = load_manifest(tiny_model_dir)
+    for graph in ("frame_encoder", "window_encoder"):
+        proto = onnx.load(tiny_model_dir / m.graphs["int8"][graph])
+        ops = [n.op_type for n in proto.graph.node]
+        assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
+        consts = {t.name: onnx.numpy_helper.to_array(t) for t in proto.graph.initializer}
+        for n in proto.graph.node:
+            if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 2:
+                zp = consts[n.input[2]]
+                assert zp.dtype == np.int8 and not zp.any(), n.name
+
+
+def test_every_op_is_on_tensorrt_supported_list(tiny_model_dir: Path) -> None:
+    table = load_table()
+    assert table["source"].startswith("https://github.com/onnx/onnx-tensorrt/")
+    for precision, graph, proto in _graphs(tiny_model_dir):
+        missing = sorted({n.op_type for n in proto.graph.node} - set(table["operators"]))
+        assert missing == [], (precision, graph, missing)
+        assert trt_problems(proto, table) == [], (precision, graph)
+
+
+def test_shipped_model_ops_on_tensorrt_list(default_model_dir: Path) -> None:
+    graphs = _graphs(default_model_dir)
+    assert {p for p, _, _ in graphs} == set(PRECISIONS)
+    for precision, graph, proto in graphs:
+        assert trt_problems(proto) == [], (precision, graph)
+
+
+def test_trt_checker_flags_what_the_parser_rejects() -> None:
+    x = onnx.helper.make_tensor_value_info("x", TensorProto.UINT8, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", TensorProto.UINT8, [4, 1])
+    z = onnx.helper.make_tensor_value_info("z", TensorProto.FLOAT, [])
+    graph = onnx.helper.make_graph(
+        [
+            onnx.helper.make_node("Transpose", ["x"], ["y"], name="t"),  # UINT8 into a Transpose
+            onnx.helper.make_node("Det", ["f2"], ["z"], name="h"),  # not supported at all
+        ],
+        "g",
+        [x],
+        [y, z],
+        [onnx.numpy_helper.from_array(np.eye(2, dtype=np.float32), "f2")],
+    )
+    problems = trt_problems(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)]))
+    assert any("Transpose" in p and "UINT8" in p for p in problems)
+    assert any("Det" in p and "not on" in p for p in problems)
+
+
+@pytest.mark.slow
+def test_export_of_shipped_checkpoint_reproduces_its_graphs(default_model_dir: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    shipped = load_manifest(default_model_dir)
+    assert shipped.checkpoint
+    out = tmp_path / "re-export"
+    result = export_model(
+        default_model_dir / shipped.checkpoint, out, name=shipped.name, version=shipped.version
+    )
+    m = result.manifest
+    assert (m.labels, m.num_frames, m.image_size, m.feature_dim) == (
+        shipped.labels,
+        shipped.num_frames,
+        shipped.image_size,
+        shipped.feature_dim,
+    )
+    assert max(result.fp32_max_abs_diff.values()) <= 1e-4
+    h, w = m.image_size
+    clips = np.random.default_rng(0).integers(0, 256, (2, m.num_frames, h, w, 3), dtype=np.uint8)
+    runs = [
+        ort.InferenceSession(str(d / "whole_window.onnx")).run(None, {"clips": clips})
+        for d in (default_model_dir, out)
+    ]
+    np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-5)
+    assert sum(f.bytes for f in shipped.files.values()) <= 10_000_000, "shipped model over 10 MB"
+
+
+def test_cli_export_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert vbw(["export", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "m")]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    (tmp_path / "x.pt").write_bytes(b"")
+    rc = vbw(
+        [
+            "export",
+            "--checkpoint",
+            str(tmp_path / "x.pt"),
+            "--out",
+            str(tmp_path / "m"),
+            "--precisions",
+            "int4",
+        ]
+    )
+    assert rc == 2
+    assert "unknown precision 'int4'" in capsys.readouterr().err
+
+
+def test_manifest_json_is_readable_without_pydantic(tiny_model_dir: Path) -> None:
+    doc = json.loads((tiny_model_dir / "model.json").read_text())
+    assert doc["schema"] == "vbw.model/v1" and doc["graphs"]["fp32"]["frame_encoder"] == "frame_encoder.onnx"

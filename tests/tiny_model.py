@@ -1,0 +1,44 @@
+"""A tiny randomly initialised VideoBERT exported once per test session (tests/export, tests/engines).
+
+Small enough to export in a few seconds; shaped like the real one (two stages, three precisions).
+Both areas' conftests call `tiny_model_dir`, and the cache makes it one export per session.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+TINY = dict(
+    image_size=32,
+    num_frames=8,
+    labels=["a", "b", "c", "d", "e"],
+    cnn_channels=(8, 16, 16),
+    feature_dim=32,
+    d_model=32,
+    n_layers=2,
+    n_heads=2,
+    d_ff=64,
+    codebook_size=16,
+    embed_dim=16,
+)
+
+
+@cache
+def tiny_model_dir(root: Path) -> Path:
+    import torch
+
+    from build_engine.export import export_model
+    from build_engine.model import VideoBERT, VideoBertConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    model = VideoBERT(VideoBertConfig(**TINY)).eval()
+    # Spread the scores: a freshly initialised head gives near-uniform softmax, and ties make
+    # top-1 comparisons meaningless.
+    with torch.no_grad():
+        model.window_encoder.head_labels.weight.mul_(20.0)
+    ckpt = root / "tiny.pt"
+    save_checkpoint(model, str(ckpt), {"training": {"note": "random init, tests only"}})
+    out = root / "tiny-model"
+    export_model(ckpt, out, name="tiny", version="0.0.1", calib_clips=8)
+    return out
