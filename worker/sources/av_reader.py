@@ -25,6 +25,36 @@ MAX_BAD_PACKETS = 50
 Ending = Literal["eos", "stopped", "stalled", "error"]
 
 
+class LivePts:
+    """Monotonic pts for live streams, continuous across reconnects.
+
+    RTP-derived timestamps jump when RTCP sync arrives (the first frame of a session can read
+    1370 s, the next 0.04 s) and restart after a reconnect. Sane steps of the source clock
+    (0 < step <= 1 s) are kept; anything else is replaced by the wall-clock step.
+    """
+
+    MAX_STEP = 1.0
+
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+        self._last_src: float | None = None
+        self._last_out = 0.0
+        self._last_wall = self._t0
+
+    def __call__(self, src: float | None, wall: float) -> float:
+        if self._last_src is None or src is None:
+            out = max(self._last_out + 1e-3, wall - self._t0)
+        else:
+            step = src - self._last_src
+            out = self._last_out + (step if 0 < step <= self.MAX_STEP else max(wall - self._last_wall, 1e-3))
+        self._last_src, self._last_out, self._last_wall = src, out, wall
+        return out
+
+    def gap(self) -> None:
+        """After a reconnect the next source timestamp is unrelated to the last one."""
+        self._last_src = None
+
+
 @dataclass(slots=True)
 class PumpResult:
     ending: Ending
@@ -69,6 +99,7 @@ class AvStreamPump:
         pace: bool = False,
         stall_timeout: float | None = None,
         on_first_frame: Callable[[], None] | None = None,
+        live_pts: LivePts | None = None,
     ) -> PumpResult:
         sid = self.stream_id
         if not container.streams.video:
@@ -108,7 +139,11 @@ class AvStreamPump:
                     bad_run = 0
                     last_frame_at = now
                 for frame in frames:
-                    pts = float(frame.time) if frame.time is not None else time.monotonic() - wall0
+                    src_pts = float(frame.time) if frame.time is not None else None
+                    if live_pts is not None:
+                        pts = live_pts(src_pts, time.monotonic())
+                    else:
+                        pts = src_pts if src_pts is not None else time.monotonic() - wall0
                     if first_pts is None:
                         first_pts, wall0 = pts, time.monotonic()
                         if on_first_frame is not None:

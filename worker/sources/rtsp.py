@@ -15,7 +15,7 @@ import av
 from worker.backoff import Backoff
 from worker.config import RtspSourceConfig, VbwConfig
 from worker.redact import redact_url
-from worker.sources.av_reader import AvStreamPump, log_source_error, open_error
+from worker.sources.av_reader import AvStreamPump, LivePts, log_source_error, open_error
 from worker.sources.base import Source, SourceContext
 
 
@@ -33,6 +33,9 @@ class RtspSource(Source):
         self._pump = AvStreamPump(sc.id, cfg.sampling_for(sc), self._seq.__next__, decode_threads="NONE")
         r = sc.reconnect
         self._backoff = Backoff(r.initial_s, r.max_s, r.multiplier, r.jitter)
+        # pts of an RTSP frame = seconds since this source started, on the camera's clock where
+        # its timestamps are sane (see LivePts); never goes back, even across reconnects.
+        self._pts = LivePts()
 
     @classmethod
     def from_config(cls, sc: RtspSourceConfig, cfg: VbwConfig) -> RtspSource:
@@ -73,7 +76,9 @@ class RtspSource(Source):
                     container,
                     stall_timeout=self.cfg.stall_timeout_s,
                     on_first_frame=lambda: ctx.metrics.stream_up(self.id, True),
+                    live_pts=self._pts,
                 )
+            self._pts.gap()
             ctx.metrics.stream_up(self.id, False)
             if res.ending == "stopped":
                 return
