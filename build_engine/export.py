@@ -47,7 +47,7 @@ FP32_SCORE_TOLERANCE = 1e-4
 # repeats both stages' weights, so by default it is written in FP32 only (benchmarks, parity);
 # engines compose the two stage graphs for the other precisions.
 SIZE_BUDGET_BYTES = 10_000_000
-CALIB_FPS = 10.0  # frame rate of calibration clips; motion per frame like the worker's sampled frames
+CALIB_FPS = 5.0  # fallback calibration clips: the worker's default analysis rate
 
 
 class ExportError(RuntimeError):
@@ -193,16 +193,26 @@ def synthetic_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
     return clips
 
 
-def calibration_clips(model: VideoBERT, n: int, seed: int, fps: float = CALIB_FPS) -> np.ndarray:
-    """uint8 [n, T, H, W, 3] realistic clips (labels round robin) from the project's clip generator."""
+def calibration_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
+    """uint8 [n, T, H, W, 3] realistic clips, labels balanced: the training data generator's windows
+    (analysis frame rates, squashed aspect ratios) when it is available."""
+    cfg = model.cfg
+    s, t = cfg.image_size, cfg.num_frames
+    try:
+        from build_engine.datasets import GeneratedClips
+    except ImportError:
+        pass
+    else:
+        clips, _labels = GeneratedClips(seed=seed, num_frames=t, image_size=s, augment=False).batch(0, n)
+        return np.ascontiguousarray(clips, dtype=np.uint8)
     try:
         from build_engine.clips import LABELS, clip_rng, render_clip
     except ImportError:
         _log("build_engine.clips not available: calibrating on synthetic drifting squares")
         return synthetic_clips(model, n, seed)
-    cfg = model.cfg
-    s, t = cfg.image_size, cfg.num_frames
-    return np.stack([render_clip(LABELS[i % len(LABELS)], clip_rng(seed, i), s, s, t, fps) for i in range(n)])
+    return np.stack(
+        [render_clip(LABELS[i % len(LABELS)], clip_rng(seed, i), s, s, t, CALIB_FPS) for i in range(n)]
+    )
 
 
 def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
