@@ -129,3 +129,35 @@ def create_topics(bootstrap: str, topics: dict[str, int] | Iterable[str], partit
             time.sleep(0.1)
     finally:
         admin.close()
+
+
+def consume_all(
+    bootstrap: str, topic: str, expect: int, timeout: float = 30.0, group: str | None = None
+) -> list:
+    """Read `topic` from the beginning with a real confluent-kafka consumer until `expect` messages
+    arrived (or the timeout passed). Returns confluent Message objects."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group or f"check-{topic}-{time.monotonic_ns()}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "allow.auto.create.topics": False,
+        }
+    )
+    try:
+        md = c.list_topics(topic, timeout=10)
+        parts = [TopicPartition(topic, p, 0) for p in md.topics[topic].partitions]
+        c.assign(parts)
+        out = []
+        deadline = time.monotonic() + timeout
+        while len(out) < expect and time.monotonic() < deadline:
+            msg = c.poll(0.2)
+            if msg is None or msg.error():
+                continue
+            out.append(msg)
+        return out
+    finally:
+        c.close()
