@@ -175,7 +175,13 @@ def test_export_of_shipped_checkpoint_reproduces_its_graphs(default_model_dir: P
         for d in (default_model_dir, out)
     ]
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-5)
-    assert sum(f.bytes for f in shipped.files.values()) <= 10_000_000, "shipped model over 10 MB"
+
+
+def test_shipped_model_fits_10_mb(default_model_dir: Path) -> None:
+    m = load_manifest(default_model_dir)
+    on_disk = sum(p.stat().st_size for p in default_model_dir.rglob("*") if p.is_file())
+    assert on_disk <= 10_000_000, f"shipped model is {on_disk / 1e6:.2f} MB"
+    assert set(m.files) == {p.name for p in default_model_dir.iterdir() if p.is_file()} - {"model.json"}
 
 
 def test_cli_export_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
