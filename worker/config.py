@@ -40,7 +40,10 @@ class SamplingConfig(_Section):
     """Which decoded frames are analysed."""
 
     fps: float | None = Field(
-        None, gt=0, le=240, description="analysed frames per second per stream; null = every frame"
+        5.0,
+        gt=0,
+        le=240,
+        description="analysed frames per second per stream (the shipped model is trained at 4-8); null = every frame",
     )
     keyframes_only: bool = Field(
         False, description="decode key frames only (the decoder skips the rest), then apply fps"

@@ -112,7 +112,7 @@ class AvStreamPump:
         sampler = FpsSampler(self.sampling.fps)
         size = ctx.image_size
         metrics = ctx.metrics
-        emitted, bad_run, last_pts = 0, 0, pts_offset
+        emitted, decoded, bad_run, last_pts = 0, 0, 0, pts_offset
         first_pts: float | None = None
         wall0 = 0.0
         last_frame_at = time.monotonic()
@@ -137,6 +137,7 @@ class AvStreamPump:
                 t_decode = time.perf_counter() - t0
                 if frames:
                     bad_run = 0
+                    decoded += len(frames)
                     last_frame_at = now
                 for frame in frames:
                     src_pts = float(frame.time) if frame.time is not None else None
@@ -165,6 +166,17 @@ class AvStreamPump:
         except av.FFmpegError as e:
             metrics.decode_error(sid)
             return PumpResult("error", emitted, last_pts, open_error(e))
+        # A file cut short (moov at the front, data missing) ends "cleanly" in FFmpeg: compare
+        # with the frame count its index declares.
+        declared = stream.frames
+        if declared and not self.sampling.keyframes_only and decoded < declared:
+            metrics.decode_error(sid)
+            return PumpResult(
+                "error",
+                emitted,
+                last_pts,
+                f"input ends early: {decoded} of {declared} frames (truncated file?)",
+            )
         return PumpResult("eos", emitted, last_pts)
 
 
