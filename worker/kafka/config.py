@@ -82,6 +82,8 @@ class ProducerTuning(_Section):
             "allow_auto_create_topics": False,
             # never block the caller for a minute on missing metadata (topic gone after a broker restart)
             "max_block_ms": 5000,
+            # building a producer bootstraps eagerly; a down broker must not block its thread long
+            "bootstrap_timeout_ms": 5000,
         }
 
     @model_validator(mode="after")
