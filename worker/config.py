@@ -120,7 +120,11 @@ class EngineConfig(_Section):
     threads: int | None = Field(None, ge=1, description="intra-op threads; null = the runtime's default")
     options: dict[str, Any] = Field(default_factory=dict, description="extra options for the backend")
     top_k: int = Field(3, ge=1, description="labels per message")
-    warmup: bool = Field(True, description="run every stage once before reporting ready")
+    warmup_runs: int = Field(
+        1,
+        ge=0,
+        description="warm-up passes over every stage at full batch before /readyz turns 200 (0 = none)",
+    )
 
 
 class JsonlSinkConfig(_Section):
