@@ -72,10 +72,12 @@ class TensorRTEngine(Engine):
         cache_dir: str | Path | None = None,
         build_missing: bool = True,
         verify: bool = True,
+        threads: int | None = None,  # accepted for a uniform worker config; the GPU does the work
         **unknown: Any,
     ):
         if unknown:
             raise TypeError(f"tensorrt engine: unknown options {sorted(unknown)}")
+        del threads
         from build_engine.tensorrt_build import gpu_compute_capability, import_pycuda, import_tensorrt
 
         self._trt = import_tensorrt()
