@@ -24,6 +24,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from worker.kafka.config import KafkaConnectionConfig, KafkaSinkConfig, KafkaSourceConfig
+
 ENV_PREFIX = "VBW_"
 ENV_NESTED_DELIMITER = "__"
 DEFAULT_MODEL_DIR = Path("models/vbw-motion-small")
@@ -89,7 +91,7 @@ class RtspSourceConfig(_Section):
 
 
 # Add new source kinds here (and a builder in worker/sources/__init__.py).
-SourceConfig = Annotated[FileSourceConfig | RtspSourceConfig, Field(discriminator="type")]
+SourceConfig = Annotated[FileSourceConfig | RtspSourceConfig | KafkaSourceConfig, Field(discriminator="type")]
 
 
 class WindowsConfig(_Section):
@@ -141,7 +143,7 @@ class StdoutSinkConfig(_Section):
 
 
 # Add new sink kinds here (and a builder in worker/sinks/__init__.py).
-SinkConfig = Annotated[JsonlSinkConfig | StdoutSinkConfig, Field(discriminator="type")]
+SinkConfig = Annotated[JsonlSinkConfig | StdoutSinkConfig | KafkaSinkConfig, Field(discriminator="type")]
 
 
 class MetricsConfig(_Section):
@@ -194,6 +196,9 @@ class VbwConfig(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    kafka: KafkaConnectionConfig = Field(
+        default_factory=KafkaConnectionConfig, description="brokers and security for every kafka entry"
+    )
 
     @field_validator("sources")
     @classmethod

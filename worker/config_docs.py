@@ -85,8 +85,14 @@ def _rows(model: type[BaseModel], prefix: str, env: bool) -> list[tuple[str, str
         if nested is None and get_origin(ann) in (typing.Union, types.UnionType):
             models = [a for a in get_args(ann) if isinstance(a, type) and issubclass(a, BaseModel)]
             if models:  # an optional override of a top-level section (per-source sampling)
-                top = next(k for k, tf in VbwConfig.model_fields.items() if tf.annotation is models[0])
+                top = next(
+                    (k for k, tf in VbwConfig.model_fields.items() if tf.annotation is models[0]), None
+                )
                 desc = (f.description or "").replace("|", "\\|")
+                if top is None:  # an optional sub-section of its own (a secret's {file|env|value})
+                    rows.append((path, "section \\| null", "`null`", desc, ""))
+                    rows.extend(_rows(models[0], path + ".", False))
+                    continue
                 rows.append((path, "section \\| null", "`null`", f"{desc}: same keys as `{top}`", ""))
                 continue
         env_name = (ENV_PREFIX + path.replace(".", ENV_NESTED_DELIMITER)).upper() if env else ""

@@ -149,6 +149,10 @@ class _SourceCtx:
             self._congested = True
         return self._congested
 
+    def drained(self) -> bool:
+        """True once the sink thread has flushed at shutdown: no more feedback will come."""
+        return self._p._drained.is_set()
+
     def take_feedback(self) -> list[Feedback]:
         out = []
         while self._feedback:
@@ -198,6 +202,7 @@ class Pipeline:
         self._stop_requested = threading.Event()  # main loop: begin shutdown
         self._stop_reason = ""
         self._started = threading.Event()
+        self._drained = threading.Event()  # sinks flushed at shutdown (sources with commits_after_drain)
         self._refs = RefCounts()
         self._refs_lock = threading.Lock()
         self._streams: dict[str, _SourceCtx] = {}
@@ -444,7 +449,10 @@ class Pipeline:
         for sid in list(self._assemblers):
             ctx = self._ctx_of(sid)
             emit = ctx.source.emit_partial_on_stop if ctx else True
-            self._apply_step(sid, self._assemblers[sid].close("shutdown", emit_partial=emit), windows)
+            step = self._assemblers[sid].close("shutdown", emit_partial=emit)
+            if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
+                step.released.clear()
+            self._apply_step(sid, step, windows)
         for batch in windows.flush():
             self._encode_windows(batch)
         self._put_result(_STOP)
@@ -603,6 +611,7 @@ class Pipeline:
             except Exception as e:
                 self._sinks_ok = False
                 log.error("sink %s: close failed: %s: %s", sink.name, type(e).__name__, e)
+        self._drained.set()
 
     def _publish(self, result: WindowResult) -> None:
         if self._on_result is not None:
@@ -663,8 +672,10 @@ class Pipeline:
         self._stop_sources.set()
         # Sources get up to half the grace (an RTSP read can block until its read timeout).
         src_deadline = time.monotonic() + grace / 2
+        # Sources that commit after the last ack (Kafka) keep running until the sinks drained.
+        lingering = {f"source:{s.id}" for s in self.sources if getattr(s, "commits_after_drain", False)}
         for name, t in self._threads.items():
-            if name.startswith("source:"):
+            if name.startswith("source:") and name not in lingering:
                 t.join(max(0.0, src_deadline - time.monotonic()))
                 if t.is_alive():
                     log.warning("%s still blocked at shutdown; leaving it", name)
@@ -682,6 +693,12 @@ class Pipeline:
             if t.is_alive():
                 ok = False
                 log.error("%s thread did not finish within the %.1fs grace", name, grace)
+        self._drained.set()  # also when the sink thread died or ran out of grace
+        for name in sorted(lingering):
+            t = self._threads[name]
+            t.join(max(0.5, self._remaining(deadline)))
+            if t.is_alive():
+                log.warning("%s did not finish its last commit within the grace", name)
         ok = ok and self._sinks_ok
         if self.engine is not None and self._engine is None:
             with contextlib.suppress(Exception):

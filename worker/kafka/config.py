@@ -34,7 +34,11 @@ class _Section(BaseModel):
 class KafkaConnectionConfig(_Section):
     """Brokers and security, shared by the source, the sinks, the dead-letter producer and ingest."""
 
-    bootstrap_servers: list[HostPort] = Field(min_length=1, description="host:port of one or more brokers")
+    bootstrap_servers: list[HostPort] = Field(
+        default_factory=lambda: ["localhost:9092"],
+        min_length=1,
+        description="host:port of one or more brokers",
+    )
     client_id: str = Field("vbw", description="client.id prefix seen by the brokers")
     security: KafkaSecurity = Field(default_factory=KafkaSecurity, description="TLS and SASL")
     request_timeout_ms: int = Field(30000, ge=1000, description="broker request timeout")

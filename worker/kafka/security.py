@@ -57,13 +57,13 @@ class KafkaSecurity(BaseModel):
     """How clients authenticate and encrypt. PLAINTEXT (the default) needs nothing else."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    protocol: Protocol = Field("PLAINTEXT", description="PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL")
+    protocol: Protocol = Field("PLAINTEXT", description="SSL = TLS; SASL_* = with SASL authentication")
     ca_file: Path | None = Field(None, description="PEM CA bundle to verify the brokers (TLS)")
     cert_file: Path | None = Field(None, description="PEM client certificate (mutual TLS)")
     key_file: Path | None = Field(None, description="PEM client private key (mutual TLS)")
     key_password: SecretRef | None = Field(None, description="password of the private key")
     check_hostname: bool = Field(True, description="verify the broker certificate's host name")
-    sasl_mechanism: Mechanism | None = Field(None, description="PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512")
+    sasl_mechanism: Mechanism | None = Field(None, description="SASL mechanism (SASL_* protocols)")
     username: str | None = Field(None, description="SASL user name")
     password: SecretRef | None = Field(None, description="SASL password: {file: ...} or {env: ...}")
 

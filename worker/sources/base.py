@@ -117,6 +117,11 @@ class SourceContext(Protocol):
         """Deliveries and releases routed to this source since the last call, oldest first."""
         ...
 
+    def drained(self) -> bool:
+        """At shutdown: True once the sinks have flushed, so no more feedback will come. A source
+        with `commits_after_drain` keeps taking feedback until then, then commits and returns."""
+        ...
+
 
 class Source(ABC):
     """One input. Built from its config entry by `worker.sources.build_source`."""
@@ -130,6 +135,9 @@ class Source(ABC):
     #: at shutdown, apply the partial-window policy to this source's open windows. A Kafka
     #: source sets False: its unfinished windows are rebuilt from uncommitted offsets next run.
     emit_partial_on_stop: bool = True
+    #: keep running after `ctx.stopping()` (emitting nothing) until `ctx.drained()`, so the last
+    #: acks reach the source before it commits (Kafka). The pipeline joins it after the sinks.
+    commits_after_drain: bool = False
 
     @abstractmethod
     def run(self, ctx: SourceContext) -> None:
