@@ -21,6 +21,8 @@ log = logging.getLogger("vbw.source")
 
 # Consecutive undecodable packets after which a stream counts as broken rather than glitchy.
 MAX_BAD_PACKETS = 50
+# A paced file (camera stand-in) that falls this far behind its own clock drops frames ("late").
+MAX_LATE_S = 1.0
 
 Ending = Literal["eos", "stopped", "stalled", "error"]
 
@@ -151,17 +153,25 @@ class AvStreamPump:
                             on_first_frame()
                     if not sampler.keep(pts):
                         continue
+                    due = wall0 + (pts - first_pts)
+                    if pace and time.monotonic() - due > MAX_LATE_S:
+                        # A camera's buffer would have overflowed by now: the frame is lost, the
+                        # seq gap closes the stream's windows.
+                        self.next_seq()
+                        metrics.frame_dropped(sid, "late")
+                        continue
                     t1 = time.perf_counter()
                     image = to_model_rgb(frame, size)
                     metrics.stage_seconds("decode", t_decode + time.perf_counter() - t1)
                     t_decode = 0.0  # the packet's decode cost is counted once
+                    capture = time.time()
                     if pace:  # behave like a camera: a frame exists only from its time on
-                        due = wall0 + (pts - first_pts)
                         delay = due - time.monotonic()
                         if delay > 0 and ctx.wait(delay):
                             return PumpResult("stopped", emitted, last_pts)
+                        capture += delay  # when the camera would have captured it
                     last_pts = pts + pts_offset
-                    ctx.emit(Frame(sid, self.next_seq(), last_pts, time.time(), image))
+                    ctx.emit(Frame(sid, self.next_seq(), last_pts, capture, image))
                     emitted += 1
         except av.FFmpegError as e:
             metrics.decode_error(sid)
