@@ -141,6 +141,10 @@ def test_workloads_hardened_and_probed(deploy, overlay: str) -> None:
         assert pod["automountServiceAccountToken"] is False, name
         volumes = {v["name"]: v for v in pod.get("volumes", [])}
         claims = {t["metadata"]["name"] for t in w["spec"].get("volumeClaimTemplates", [])}
+        for c in pod.get("initContainers", []):
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
         for c in _containers(w):
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True, name
@@ -401,3 +405,36 @@ def test_prometheusrule_in_sync(deploy) -> None:
         timeout=60,
     )
     assert out.returncode == 0, out.stderr
+
+
+def test_gpu_plans_built_before_the_worker_with_its_profile(deploy, overlay: str) -> None:
+    """The build-plans init container compiles exactly the plans the worker will look up: same
+    model, precision, batch profile and cache directory (else the worker, which never builds in
+    the serving path, would find no plan)."""
+    docs = deploy.render(overlay)
+    for w in deploy.workloads(docs):
+        worker = _containers(w)[0]
+        if "vbw-gpu" not in worker["image"]:
+            continue
+        [init] = [c for c in w["spec"]["template"]["spec"]["initContainers"] if c["name"] == "build-plans"]
+        assert init["image"] == worker["image"]
+        assert init["command"] == ["vbw", "build-engine"]
+        args = dict(a.removeprefix("--").split("=", 1) for a in init["args"])
+        env = {e["name"]: e.get("value") for e in worker["env"]}
+        assert yaml.safe_load(env["VBW_ENGINE__OPTIONS"]) == {"build_missing": False}
+        assert args["precision"] == env["VBW_ENGINE__PRECISION"]
+        assert args["cache"] == "/var/cache/vbw/plans"  # the image's VBW_PLAN_CACHE
+        cache_vol = {m["mountPath"]: m["name"] for m in worker["volumeMounts"]}["/var/cache/vbw"]
+        assert {m["mountPath"]: m["name"] for m in init["volumeMounts"]}["/var/cache/vbw"] == cache_vol
+        assert init["resources"]["limits"]["nvidia.com/gpu"] == "1"
+        for config_path, _env, files in _pod_configs(deploy, docs, w):
+            cfg = yaml.safe_load(files[config_path])
+            opts = cfg["engine"].get("options") or {}
+            want = {
+                "model": cfg["engine"]["model_dir"],
+                "min": str(opts.get("min_batch", 1)),
+                "opt": str(opts.get("opt_batch", 8)),
+                "max": str((cfg.get("batching") or {}).get("max_batch", 8)),
+            }
+            got = {k: args[k] for k in want}
+            assert got == want, f"{w['metadata']['name']} {config_path}: build-plans {got}, worker {want}"
