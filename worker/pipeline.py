@@ -213,7 +213,6 @@ class Pipeline:
         self.sinks: list[Sink] = []
         self.engine: Engine | None = None
         self._assemblers: dict[str, SlidingWindowAssembler] = {}
-        self._on_result: Callable[[WindowResult], None] | None = None
 
     # -- public ---------------------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -614,8 +613,6 @@ class Pipeline:
         self._drained.set()
 
     def _publish(self, result: WindowResult) -> None:
-        if self._on_result is not None:
-            self._on_result(result)
         pending = _Pending(result, len(self.sinks), time.monotonic())
         self.metrics.windows_emitted.labels(self.metrics.stream(result.message.stream_id)).inc()
         for sink in self.sinks:

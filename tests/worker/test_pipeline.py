@@ -232,3 +232,43 @@ def test_emit_policy_refused_for_fixed_t_engine(tiny_model_dir, policy):
         install_signals=False,
     )
     assert p.run() == 1
+
+
+class BlockingSink(ListSink):
+    """A sink whose publish hangs until released: a wedged downstream."""
+
+    def __init__(self) -> None:
+        super().__init__("stuck")
+        self.release = threading.Event()
+
+    def publish(self, result: WindowResult, done: DeliveryCallback) -> None:
+        self.release.wait(60)
+        done(None)
+
+
+def test_healthz_reports_a_wedged_sink_and_readyz_follows_the_lifecycle(tiny_model_dir, labelled_clips):
+    from worker_helpers import http_get
+
+    from worker.sources.file import FileSource
+
+    sink = BlockingSink()
+    doc = base_cfg(tiny_model_dir, metrics={"host": "127.0.0.1", "port": 0, "wedged_after_s": 1.0})
+    cfg = parse_config(doc)
+    src = FileSource("f", labelled_clips["grow"], cfg.sampling, realtime=True)
+    p = Pipeline(cfg, sources=[src], sinks=[sink], install_signals=False)
+    t = threading.Thread(target=p.run)
+    t.start()
+    try:
+        assert p.wait_started(60)
+        base = f"http://127.0.0.1:{p.metrics_port}"
+        assert http_get(base + "/readyz")[0] == 200
+        deadline = time.monotonic() + 20
+        code, body = http_get(base + "/healthz")
+        while code == 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            code, body = http_get(base + "/healthz")
+        assert code == 503 and "sink silent" in body
+    finally:
+        sink.release.set()
+        p.stop("test")
+        t.join(60)
