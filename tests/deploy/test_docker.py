@@ -90,3 +90,10 @@ def test_dockerignore_admits_what_is_copied(dockerfile: Path) -> None:
         for f in files:
             assert admitted(f), f"{dockerfile.name}: COPY {src} is excluded by its .dockerignore"
     assert not admitted(".venv/bin/python")
+
+
+def test_readme_links_the_operations_guide(deploy) -> None:
+    readme = (deploy.repo / "README.md").read_text()
+    assert "## Deployment" in readme
+    assert "(docs/operations.md)" in readme
+    assert (deploy.repo / "docs/operations.md").is_file()
