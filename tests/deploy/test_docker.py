@@ -97,3 +97,11 @@ def test_readme_links_the_operations_guide(deploy) -> None:
     assert "## Deployment" in readme
     assert "(docs/operations.md)" in readme
     assert (deploy.repo / "docs/operations.md").is_file()
+
+
+def test_gpu_base_names_its_tensorrt_and_cuda(deploy) -> None:
+    """The pinned TensorRT image's versions are written next to it: plans depend on them."""
+    text = (deploy.docker / "Dockerfile.gpu").read_text()
+    tag = re.search(r"^ARG TRT_IMAGE=nvcr\.io/nvidia/tensorrt:(\d\d\.\d\d-py3)$", text, re.M)
+    assert tag, "the GPU image is based on NVIDIA's TensorRT container from NGC, pinned"
+    assert re.search(rf"tensorrt:{re.escape(tag.group(1))} .*TensorRT \d+\.\d+\.\d+.* CUDA \d+\.\d+", text)
