@@ -24,7 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from worker.kafka.config import KafkaConnectionConfig, KafkaSinkConfig, KafkaSourceConfig
+from worker.kafka.config import IngestConfig, KafkaConnectionConfig, KafkaSinkConfig, KafkaSourceConfig
 
 ENV_PREFIX = "VBW_"
 ENV_NESTED_DELIMITER = "__"
@@ -199,6 +199,7 @@ class VbwConfig(BaseSettings):
     kafka: KafkaConnectionConfig = Field(
         default_factory=KafkaConnectionConfig, description="brokers and security for every kafka entry"
     )
+    ingest: IngestConfig = Field(default_factory=IngestConfig, description="`vbw ingest` (edge mode) only")
 
     @field_validator("sources")
     @classmethod

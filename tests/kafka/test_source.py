@@ -99,7 +99,9 @@ def frame_records(stream: str, n: int, start: int = 0, size=(48, 64)) -> list:
     return out
 
 
-def make_source(bootstrap: str, group: str = "g", dlq: str | None = None, stride: int = 1, **kw) -> KafkaFrameSource:
+def make_source(
+    bootstrap: str, group: str = "g", dlq: str | None = None, stride: int = 1, **kw
+) -> KafkaFrameSource:
     cfg = KafkaSourceConfig(
         type="kafka",
         id="frames",
@@ -149,7 +151,9 @@ def test_frames_flow_and_commits_follow_releases(broker):
     ctx.release(reversed([r for r in a_refs if r[2] != 10]))
     wait_for(lambda: committed_offsets(broker.bootstrap, "g", "frames")[0] == 10, what="commit at 10")
     ctx.release([a_refs[10]] + [f.source_ref for f in by_stream["cam-b"]])
-    wait_for(lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 40, 1: 40}, what="commit at end")
+    wait_for(
+        lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 40, 1: 40}, what="commit at end"
+    )
     ctx.stop()
     t.join(10)
     assert not t.is_alive()
@@ -186,7 +190,9 @@ def test_bad_messages_go_to_the_dead_letter_topic_with_reasons(broker):
         "vbw_kafka_dead_letters_total", {"topic": "frames", "reason": "missing-key"}
     )
     assert counter == 1
-    wait_for(lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 16}, what="commit past the bad ones")
+    wait_for(
+        lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 16}, what="commit past the bad ones"
+    )
     ctx.stop()
     t.join(10)
 

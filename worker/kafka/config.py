@@ -147,3 +147,17 @@ class KafkaSinkConfig(_Section):
     @property
     def sink_name(self) -> str:
         return self.name or self.topic
+
+
+class IngestConfig(_Section):
+    """`vbw ingest` (edge mode): the config's file/RTSP sources are published to a frames topic."""
+
+    topic: TopicName = Field("vbw.frames", description="frames topic ingest publishes to; key = stream id")
+    format: Literal["jpeg", "raw"] = Field("jpeg", description="frame encoding: JPEG or raw RGB")
+    quality: int = Field(90, ge=1, le=100, description="JPEG quality")
+    size: tuple[int, int] | None = Field(
+        None, description="[height, width] to publish at; null = the model's input size (engine.model_dir)"
+    )
+    producer: ProducerTuning = Field(
+        default_factory=lambda: ProducerTuning(max_pending=2000), description="producer tuning"
+    )

@@ -31,6 +31,9 @@ H_CONTENT_TYPE = "content-type"
 H_SEQ = "vbw-seq"
 H_PTS = "vbw-pts"
 H_CAPTURE = "vbw-capture-time"
+# Optional: set by `vbw ingest` on the first frame after a reconnect or a loop, so the worker
+# closes the stream's windows there too (the value is the reason).
+H_RESET = "vbw-reset"
 
 Headers = list[tuple[str, bytes]]
 
@@ -58,7 +61,7 @@ class BadFrame:
         return f"{self.reason}: {self.detail}"
 
 
-def _header(headers: Headers | None, name: str) -> bytes | None:
+def header(headers: Headers | None, name: str) -> bytes | None:
     for k, v in headers or ():
         if k == name:
             return v
@@ -117,11 +120,11 @@ class FrameDecoder:
             )
         try:
             ts = float(timestamp_ms) / 1000.0 if timestamp_ms is not None and timestamp_ms >= 0 else None
-            seq_h, pts_h, cap_h = (_header(headers, h) for h in (H_SEQ, H_PTS, H_CAPTURE))
+            seq_h, pts_h, cap_h = (header(headers, h) for h in (H_SEQ, H_PTS, H_CAPTURE))
             seq = int(seq_h) if seq_h is not None else ref[2]
             pts = float(pts_h) if pts_h is not None else ts
             capture = float(cap_h) if cap_h is not None else ts
-            ctype_h = _header(headers, H_CONTENT_TYPE)
+            ctype_h = header(headers, H_CONTENT_TYPE)
             kind, params = parse_content_type(ctype_h.decode("ascii")) if ctype_h else (JPEG, {})
         except (ValueError, UnicodeDecodeError) as e:
             return BadFrame(Reason.BAD_HEADER, f"{where} stream {stream_id}: {e}")
@@ -212,8 +215,8 @@ class FrameEncoder:
         packets = enc.encode(frame)
         return b"".join(bytes(p) for p in packets), JPEG
 
-    def encode(self, frame: Frame) -> tuple[bytes, bytes, Headers]:
-        """A Frame -> (key, value, headers) for the frames topic."""
+    def encode(self, frame: Frame, reset: str | None = None) -> tuple[bytes, bytes, Headers]:
+        """A Frame -> (key, value, headers) for the frames topic. `reset`: why the stream restarted."""
         value, ctype = self.encode_image(frame.image)
         headers = [
             (H_CONTENT_TYPE, ctype.encode()),
@@ -221,4 +224,6 @@ class FrameEncoder:
             (H_PTS, repr(float(frame.pts)).encode()),
             (H_CAPTURE, repr(float(frame.capture_time)).encode()),
         ]
+        if reset:
+            headers.append((H_RESET, reset.encode()))
         return frame.stream_id.encode("utf-8"), value, headers

@@ -38,7 +38,7 @@ from kafka.structs import OffsetAndMetadata
 from worker.kafka.align import StreamAligner
 from worker.kafka.config import KafkaConnectionConfig, KafkaSourceConfig, ProducerTuning
 from worker.kafka.dlq import dead_letter_record
-from worker.kafka.frame_codec import BadFrame, FrameDecoder
+from worker.kafka.frame_codec import H_RESET, BadFrame, FrameDecoder, header
 from worker.kafka.offsets import TP, OffsetBook
 from worker.kafka.producer import ResilientProducer
 from worker.sources.base import FramesReleased, Source, SourceContext, WindowDelivery
@@ -154,6 +154,7 @@ class KafkaFrameSource(Source):
         self._revoked: set[TP] = set()
         self._to_drop: list[str] = []  # streams of lost partitions, dropped by the source thread
         self._floor: dict[TP, int] = {}  # offsets handed to emit() that the pipeline refused
+        self._rewinding: set[TP] = set()  # partitions sent back to the start after a lost log
         self._dlq_done: deque[tuple[TP, int, str | None]] = deque()
         self._last_commit = 0.0
         self._paused = False
@@ -193,11 +194,13 @@ class KafkaFrameSource(Source):
             return
         try:
             while not ctx.stopping():
-                self._housekeeping(ctx, dlq)
                 try:
+                    self._housekeeping(ctx, dlq)
                     batch = consumer.poll(timeout_ms=_POLL_MS, max_records=self.cfg.max_poll_records)
-                except kerr.KafkaError as e:  # broker gone, coordinator moved...: the client recovers
-                    log.warning("kafka source %s: poll: %s: %s", self.id, type(e).__name__, e)
+                except (kerr.KafkaError, AssertionError) as e:
+                    # Broker gone, coordinator moved, assignment changed under us (IllegalState):
+                    # the client recovers by itself; we go round again.
+                    log.warning("kafka source %s: %s: %s", self.id, type(e).__name__, e)
                     ctx.wait(0.5)
                     continue
                 self._apply_drops(ctx)
@@ -268,6 +271,12 @@ class KafkaFrameSource(Source):
         if isinstance(out, BadFrame):
             self._bad(ctx, dlq, rec, tp, ref, out)
             return
+        reset = header(rec.headers, H_RESET)
+        if reset is not None:  # the edge restarted this stream (reconnect, loop): no window spans it
+            with self._lock:
+                if self.aligner is not None:
+                    self.aligner.forget([out.stream_id])
+            ctx.stream_reset(out.stream_id, reset.decode("utf-8", "replace") or "reset")
         with self._lock:
             self._streams_of.setdefault(tp, set()).add(out.stream_id)
             if self.aligner is not None and not self.aligner.admit(out.stream_id, out.seq):
@@ -319,6 +328,7 @@ class KafkaFrameSource(Source):
         with self._lock:
             self.book.reset(tp, offset)
             self._floor.pop(tp, None)
+            self._rewinding.discard(tp)
             streams = sorted(self._streams_of.pop(tp, set()))
             if self.aligner is not None:
                 self.aligner.forget(streams)
@@ -335,7 +345,7 @@ class KafkaFrameSource(Source):
         if now - self._last_commit >= self.cfg.commit_interval_s:
             self._last_commit = now
             self._commit(sync=False)
-            self._report_lag()
+            self._check_partitions()
         self._flow_control(ctx)
 
     def _take_feedback(self, ctx: SourceContext) -> None:
@@ -364,7 +374,7 @@ class KafkaFrameSource(Source):
 
     def _flow_control(self, ctx: SourceContext) -> None:
         consumer = self._consumer
-        parts = consumer.assignment()
+        parts = consumer.assignment()  # a copy; pause() of one revoked meanwhile raises IllegalState
         if ctx.congested():
             if parts:
                 consumer.pause(*parts)  # also pauses partitions assigned since the last pause
@@ -411,16 +421,37 @@ class KafkaFrameSource(Source):
             for tp, om in offsets.items():
                 self.book.mark_committed((tp.topic, tp.partition), om.offset)
 
-    def _report_lag(self) -> None:
-        if self._lag is None:
-            return
+    def _check_partitions(self) -> None:
+        """Lag per partition, and a log that restarted below our position.
+
+        Our position can never pass the high watermark of a sane log. If it does, the broker lost
+        the log (restarted empty, topic recreated) and, unlike Apache Kafka, may answer fetches
+        beyond its end with nothing rather than OffsetOutOfRange: read it again from the start;
+        the offsets going back then reset the partition's bookkeeping and its streams.
+        """
         consumer = self._consumer
+        assigned = consumer.assignment()
         with self._lock:
             parts = [(tp, self.book.position(tp)) for tp in self.book.assigned()]
         for (topic, partition), pos in parts:
-            hw = consumer.highwater(TopicPartition(topic, partition))
-            if hw is not None and pos is not None:
-                self._lag.labels(topic, str(partition)).set(max(0, hw - pos))
+            tp = TopicPartition(topic, partition)
+            if tp not in assigned:
+                continue
+            hw = consumer.highwater(tp)
+            if hw is None or pos is None:
+                continue
+            if pos > hw:
+                if (topic, partition) in self._rewinding:
+                    continue  # asked already; the reset happens when its first record comes
+                self._rewinding.add((topic, partition))
+                log.warning(
+                    "kafka source %s: %s[%d] ends at %d, below our position %d: the log was lost; "
+                    "reading it again from the start",
+                    self.id, topic, partition, hw, pos,
+                )  # fmt: skip
+                consumer.seek_to_beginning(tp)
+            elif self._lag is not None:
+                self._lag.labels(topic, str(partition)).set(hw - pos)
 
     # -- rebalance (network thread) -----------------------------------------------------------
     def _revoke_prepare(self, tps: set[TP], commit: bool = True) -> dict[TopicPartition, OffsetAndMetadata]:
