@@ -21,6 +21,7 @@ from enum import StrEnum
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from worker.decode import to_model_rgb
 from worker.frames import Frame
@@ -95,6 +96,7 @@ class FrameDecoder:
         self.image_size = image_size  # (H, W) the model wants
         self.max_bytes = max_bytes
         self._jpeg = av.CodecContext.create("mjpeg", "r")
+        self._reformatter = VideoReformatter()  # keeps its swscale context from frame to frame
 
     def decode(
         self,
@@ -160,7 +162,7 @@ class FrameDecoder:
             return BadFrame(Reason.CORRUPT_JPEG, f"{where} stream {stream_id}: {e}")
         if not frames:
             return BadFrame(Reason.CORRUPT_JPEG, f"{where} stream {stream_id}: decoder returned no picture")
-        return to_model_rgb(frames[0], self.image_size)
+        return to_model_rgb(frames[0], self.image_size, self._reformatter)
 
     def _decode_raw(
         self, data: bytes, params: dict[str, str], where: str, stream_id: str
@@ -179,7 +181,9 @@ class FrameDecoder:
         rgb = np.frombuffer(data, np.uint8).reshape(h, w, 3)
         if (h, w) == tuple(self.image_size):
             return rgb.copy()  # the consumer's buffer is reused; own the pixels
-        return to_model_rgb(av.VideoFrame.from_ndarray(rgb, format="rgb24"), self.image_size)
+        return to_model_rgb(
+            av.VideoFrame.from_ndarray(rgb, format="rgb24"), self.image_size, self._reformatter
+        )
 
 
 class FrameEncoder:

@@ -267,7 +267,9 @@ class KafkaFrameSource(Source):
             pos = self.book.position(tp)
         if pos is not None and rec.offset < pos:
             self._reset_partition(ctx, tp, rec.offset, pos)
+        t0 = time.perf_counter()
         out = decoder.decode(rec.key, rec.value, rec.headers, rec.timestamp, ref)
+        ctx.metrics.stage_seconds("decode", time.perf_counter() - t0)
         if isinstance(out, BadFrame):
             self._bad(ctx, dlq, rec, tp, ref, out)
             return
