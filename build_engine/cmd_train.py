@@ -1,0 +1,59 @@
+"""`vbw train`: codebook k-means, masked visual-word pretraining, fine-tuning on labels."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory (checkpoints)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the model init and training clips")
+    parser.add_argument("--resume", type=Path, help="continue from a run's train_state.pt")
+    parser.add_argument("--data", type=Path, help="folder dataset: DATA/<label>/<video files>")
+    parser.add_argument("--init", type=Path, help="start from this checkpoint and fine-tune only")
+    parser.add_argument("--minutes", type=float, help="size the step counts to this wall-clock budget")
+    parser.add_argument("--pretrain-steps", type=int, help="masked visual-word steps (default 600)")
+    parser.add_argument("--finetune-steps", type=int, help="label steps (default 2400)")
+    parser.add_argument("--batch-size", type=int, help="windows per step (default 32)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default 2e-3)")
+    parser.add_argument("--kmeans-clips", type=int, help="clips whose frames k-means clusters (default 512)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from build_engine.train import TrainConfig, steps_for_minutes, train
+
+    overrides = {
+        "pretrain_steps": args.pretrain_steps,
+        "finetune_steps": args.finetune_steps,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "kmeans_clips": args.kmeans_clips,
+    }
+    cfg = TrainConfig(seed=args.seed, threads=args.threads, data=str(args.data) if args.data else None)
+    cfg = TrainConfig.from_dict({**cfg.__dict__, **{k: v for k, v in overrides.items() if v is not None}})
+    if args.init:
+        cfg.init = str(args.init)
+    bad = [f"--{k.replace('_', '-')}" for k, v in overrides.items() if v is not None and v <= 0]
+    if bad:
+        print(f"vbw train: {', '.join(bad)} must be positive", file=sys.stderr)
+        return 2
+    if args.resume and (args.data or args.init or args.minutes):
+        print(
+            "vbw train: --resume continues a run as it was configured; drop --data/--init/--minutes",
+            file=sys.stderr,
+        )
+        return 2
+    if args.minutes and not args.resume:
+        cfg = steps_for_minutes(cfg, args.minutes)
+    try:
+        final = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"vbw train: {e}", file=sys.stderr)
+        return 1
+    print(f"checkpoint: {final}")
+    print(f"export it with: vbw export --checkpoint {final} --out models/<name>")
+    return 0
