@@ -160,9 +160,10 @@ def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> on
     with tempfile.TemporaryDirectory(prefix="vbw-int8-") as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(model, src)
-        # Shape inference so the quantizer knows every tensor's type; no ORT graph optimisation
+        # ONNX shape inference so the quantizer knows every tensor's type (ORT's symbolic one fails
+        # on opset-18 ReduceMax, and only the batch is dynamic anyway); no ORT graph optimisation
         # here, the saved graph must stay portable (TensorRT parses it).
-        quant_pre_process(str(src), str(pre), skip_optimization=True)
+        quant_pre_process(str(src), str(pre), skip_optimization=True, skip_symbolic_shape=True)
         quantize_static(
             pre,
             dst,

@@ -6,6 +6,7 @@ Both areas' conftests call `tiny_model_dir`, and the cache makes it one export p
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 from pathlib import Path
 
@@ -32,7 +33,9 @@ def tiny_model_dir(root: Path) -> Path:
     from build_engine.model import VideoBERT, VideoBertConfig, save_checkpoint
 
     torch.manual_seed(0)
-    model = VideoBERT(VideoBertConfig(**TINY)).eval()
+    fields = {f.name for f in dataclasses.fields(VideoBertConfig)}
+    extra = {"motion_channels": 8} if "motion_channels" in fields else {}
+    model = VideoBERT(VideoBertConfig(**TINY, **extra)).eval()
     # Spread the scores: a freshly initialised head gives near-uniform softmax, and ties make
     # top-1 comparisons meaningless.
     with torch.no_grad():
