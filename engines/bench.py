@@ -1,6 +1,6 @@
 """Engine throughput: one backend/precision/batch cell of `vbw bench engine`.
 
-Four workloads, each timed after warm-up calls, as the median of repeats:
+Four workloads, each timed after warm-up calls, as the median of repeats taken in turn:
 
 - frames       encode_frames on B frames                        -> frames/s
 - windows      encode_windows on B windows of T cached features -> windows/s
@@ -34,19 +34,29 @@ class Timing:
 
 def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 2, min_time: float = 0.2) -> Timing:
     """Median seconds per call of `fn`; warm-up calls excluded, each repeat lasts >= `min_time`."""
-    for _ in range(warmup):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(time.perf_counter() - t0, 1e-6)
-    calls = max(1, int(min_time / one))
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(calls):
+    return measure_interleaved({"fn": fn}, repeats, warmup, min_time)["fn"]
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 2, min_time: float = 0.2
+) -> dict[str, Timing]:
+    """`measure` for several workloads, their repeats taken in turn (A B C A B C ...), so a change
+    in machine load (other processes) falls on all of them alike rather than on whichever ran last."""
+    calls: dict[str, int] = {}
+    for name, fn in fns.items():
+        for _ in range(warmup):
             fn()
-        samples.append((time.perf_counter() - t0) / calls)
-    return Timing(statistics.median(samples), calls, repeats)
+        t0 = time.perf_counter()
+        fn()
+        calls[name] = max(1, int(min_time / max(time.perf_counter() - t0, 1e-6)))
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            for _ in range(calls[name]):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / calls[name])
+    return {name: Timing(statistics.median(samples[name]), calls[name], repeats) for name in fns}
 
 
 @dataclass
@@ -92,12 +102,17 @@ def bench_cell(
         engine.encode_frames(new_frames)
         engine.encode_windows(feats)
 
-    timed = {
-        "frames": measure(lambda: engine.encode_frames(frames), repeats, warmup, min_time),
-        "windows": measure(lambda: engine.encode_windows(feats), repeats, warmup, min_time),
-        "incremental": measure(incremental, repeats, warmup, min_time),
-        "whole": measure(lambda: engine.infer_windows(clips), repeats, warmup, min_time),
-    }
+    timed = measure_interleaved(
+        {
+            "frames": lambda: engine.encode_frames(frames),
+            "windows": lambda: engine.encode_windows(feats),
+            "incremental": incremental,
+            "whole": lambda: engine.infer_windows(clips),
+        },
+        repeats,
+        warmup,
+        min_time,
+    )
     sec = {k: v.seconds_per_call for k, v in timed.items()}
     return CellResult(
         backend=m.backend,
