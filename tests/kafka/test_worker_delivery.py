@@ -7,6 +7,8 @@ random model keeps these about the delivery machinery; accuracy is test_e2e.py's
 from __future__ import annotations
 
 import random
+import shutil
+import subprocess
 import time
 
 import pytest
@@ -195,6 +197,9 @@ def test_bad_input_dead_lettered_counted_and_good_windows_all_produced(topics, t
     assert got == expect_reasons
     for reason, count in expect_reasons.items():
         assert metric_value(metrics, "vbw_kafka_dead_letters_total", topic="frames", reason=reason) == count
+    if shutil.which("promtool"):  # the Kafka series keep the exposition lint-clean
+        lint = subprocess.run(["promtool", "check", "metrics"], input=metrics, capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
     assert not escaped_errors(w.stderr())
 
 
