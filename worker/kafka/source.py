@@ -262,8 +262,11 @@ class KafkaFrameSource(Source):
         tp: TP = (rec.topic, rec.partition)
         ref = (rec.topic, rec.partition, rec.offset)
         with self._lock:
-            if tp not in self.book:
-                return  # fetched before a revoke completed: no longer ours
+            if tp not in self.book:  # the client hands us a partition the listener did not announce
+                log.info(
+                    "kafka source %s: %s[%d] read without an assignment event; tracking it", self.id, *tp
+                )
+                self.book.assign(tp, None)
             pos = self.book.position(tp)
         if pos is not None and rec.offset < pos:
             self._reset_partition(ctx, tp, rec.offset, pos)
