@@ -21,11 +21,30 @@ install_apt() {
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}"
+}
+
+apt_install() {
   local sudo=""
   [ "$(id -u)" -ne 0 ] && sudo="sudo"
-  log "apt-get install ${missing[*]}"
+  log "apt-get install $*"
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# tests/deploy validates the KEDA/prometheus-operator objects with the CRD schemas of pinned npm
+# packages. Debian's nodejs/npm only where the machine has none (a packaged Node may be there).
+install_crd_validator() {
+  local dir=tests/deploy/crd-validate missing=() want
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  [ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  [ "$(cat "$dir/node_modules/.lock-sha256" 2>/dev/null)" = "$want" ] && return 0
+  log "npm ci --prefix $dir"
+  # --loglevel=error: the packages ask for Node >= 22 but run on Node 18/20 (see its README.md).
+  npm ci --prefix "$dir" --no-audit --no-fund --loglevel=error
+  echo "$want" > "$dir/node_modules/.lock-sha256"
 }
 
 # Where the workplace keeps the local CPU torch wheel, prefer it over a CUDA build from PyPI.
@@ -58,6 +77,7 @@ case "$mode" in
     ;;
   dev)
     install_apt
+    install_crd_validator
     if ! stamp_ok dev; then
       log "installing torch 2.13.0 (CPU) and dev packages"
       "${pip[@]}" "torch==2.13.0"

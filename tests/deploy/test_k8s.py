@@ -6,21 +6,23 @@ grace period matches the drain grace, KEDA scales the same group and topic the w
 from __future__ import annotations
 
 import copy
-import hashlib
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
+import pytest
 import yaml
 
 # Debian's kubectl is 1.32; validate against the same API version, strictly (unknown fields fail).
 K8S_VERSION = "1.32.0"
-CRDS = Path(__file__).resolve().parent / "crds"
+# KEDA and prometheus-operator kinds: their CRD schemas, from pinned npm packages (see its README.md).
+CRD_VALIDATOR = Path(__file__).resolve().parent / "crd-validate" / "validate.mjs"
 MODEL_DIR_IN_IMAGE = "/opt/vbw/models/vbw-motion-small"
 # Secrets holding whole shard configs, and where their example files live in the repo.
 SHARD_SECRETS = {
@@ -31,73 +33,37 @@ SHARD_VAR = "$(VBW_SHARD)"
 
 
 # --- schemas -------------------------------------------------------------------------------------
-def _strict(schema: dict[str, Any]) -> dict[str, Any]:
-    """Reject unknown fields, as the API server's strict field validation does, except where the
-    CRD keeps unknown fields on purpose (x-kubernetes-preserve-unknown-fields)."""
-    s = copy.deepcopy(schema)
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if (
-                "properties" in node
-                and "additionalProperties" not in node
-                and not node.get("x-kubernetes-preserve-unknown-fields")
-            ):
-                node["additionalProperties"] = False
-            for v in node.values():
-                walk(v)
-        elif isinstance(node, list):
-            for v in node:
-                walk(v)
-
-    walk(s)
-    return s
+def _crd_results(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One result per doc from crd-validate/validate.mjs: the KEDA and prometheus-operator kinds
+    checked against their CRD schemas (pinned npm packages, see its README.md), others skipped."""
+    node = shutil.which("node")
+    if node is None or not (CRD_VALIDATOR.parent / "node_modules").is_dir():
+        pytest.fail("node or tests/deploy/crd-validate/node_modules is missing: run scripts/setup.sh dev")
+    out = subprocess.run(
+        [node, str(CRD_VALIDATOR)], input=json.dumps(docs), capture_output=True, text=True, timeout=120
+    )
+    if out.returncode not in (0, 1):
+        pytest.fail(f"crd-validate/validate.mjs failed ({out.returncode}):\n{out.stderr}")
+    results = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(results) == len(docs), out.stdout
+    return results
 
 
-def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    out = {}
-    for path in sorted(CRDS.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
-        for v in crd["spec"]["versions"]:
-            out[(f"{group}/{v['name']}", kind)] = _strict(v["schema"]["openAPIV3Schema"])
-    return out
-
-
-CRD_SCHEMAS = _crd_schemas()
-
-
-def _validate(doc: dict[str, Any]) -> str | None:
-    """None if valid, else the problem."""
-    key = (doc["apiVersion"], doc["kind"])
-    where = f"{doc['kind']}/{doc['metadata']['name']}"
-    if key in CRD_SCHEMAS:
-        errors = sorted(
-            jsonschema.Draft7Validator(CRD_SCHEMAS[key]).iter_errors(doc), key=lambda e: list(e.path)
-        )
-        if errors:
-            return "; ".join(f"{where} .{'.'.join(map(str, e.path))}: {e.message}" for e in errors)
-        return None
-    try:
-        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
-    except kubernetes_validate.ValidationError as e:
-        return f"{where} .{'.'.join(map(str, e.path))}: {e.message}"
-    except kubernetes_validate.SchemaNotFoundError as e:  # a CRD kind: vendor it in tests/deploy/crds
-        return f"{where}: {e.message}"
-    return None
-
-
-def test_crd_sources_pinned() -> None:
-    """The vendored CRDs are byte for byte the upstream files listed in SOURCES.md."""
-    table = (CRDS / "SOURCES.md").read_text()
-    files = sorted(CRDS.glob("*.yaml"))
-    assert files
-    for path in files:
-        row = next((ln for ln in table.splitlines() if ln.startswith(f"| `{path.name}`")), None)
-        assert row, f"{path.name} is not listed in tests/deploy/crds/SOURCES.md"
-        assert hashlib.sha256(path.read_bytes()).hexdigest() in row, (
-            f"{path.name} differs from its pinned sha256"
-        )
+def _problems(docs: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with each doc: CRD kinds by their CRD schema, the rest by Kubernetes' own."""
+    problems = []
+    for doc, crd in zip(docs, _crd_results(docs), strict=True):
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if crd["result"] != "skipped":
+            problems += [f"{where} {e}" for e in crd["errors"]]
+            continue
+        try:
+            kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as e:
+            problems.append(f"{where} .{'.'.join(map(str, e.path))}: {e.message}")
+        except kubernetes_validate.SchemaNotFoundError as e:  # a CRD kind validate.mjs does not cover
+            problems.append(f"{where}: {e.message}")
+    return problems
 
 
 def test_strict_validation_catches_mistakes(deploy) -> None:
@@ -105,13 +71,47 @@ def test_strict_validation_catches_mistakes(deploy) -> None:
     docs = deploy.render("cpu")
     dep = copy.deepcopy(deploy.one(docs, "Deployment"))
     dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
-    assert _validate(dep) and "imagePullPolicyy" in _validate(dep)
     so = copy.deepcopy(deploy.one(docs, "ScaledObject"))
     so["spec"]["maxReplicaCount"] = "twelve"
-    assert _validate(so)
+    so_typo = copy.deepcopy(deploy.one(docs, "ScaledObject"))
+    so_typo["spec"]["triggers"][0]["metdata"] = {}
     sm = copy.deepcopy(deploy.one(docs, "ServiceMonitor"))
-    sm["spec"]["endpoints"][0]["intervall"] = "15s"
-    assert _validate(sm)
+    sm["spec"]["endpoints"][0]["interval"] = 15
+    sm_typo = copy.deepcopy(deploy.one(docs, "ServiceMonitor"))
+    sm_typo["spec"]["endpoints"][0]["intervall"] = "15s"
+    pr = copy.deepcopy(deploy.one(docs, "PrometheusRule"))
+    pr["spec"]["groups"][0]["rules"][-1]["for"] = "two minutes"
+    broken = [dep, so, so_typo, sm, sm_typo, pr]
+    problems = _problems(broken)
+    for doc, want in zip(
+        broken,
+        [
+            "imagePullPolicyy",
+            "/spec/maxReplicaCount: must be integer",
+            "/spec/triggers/0/metdata: unknown field",
+            "/spec/endpoints/0/interval: must be string",
+            "/spec/endpoints/0/intervall: unknown field",
+            "/for: must match pattern",
+        ],
+        strict=True,
+    ):
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert any(p.startswith(where) and want in p for p in problems), (want, problems)
+    assert len(problems) == len(broken), problems
+    # The untouched objects pass, through the same two validators.
+    assert not _problems([deploy.one(docs, k) for k in ("Deployment", "ScaledObject", "ServiceMonitor")])
+
+
+def test_crd_schema_packages_pinned() -> None:
+    """The CRD schema packages are pinned exactly, locked, and the versions noted in README.md."""
+    package = json.loads((CRD_VALIDATOR.parent / "package.json").read_text())
+    lock = json.loads((CRD_VALIDATOR.parent / "package-lock.json").read_text())
+    readme = (CRD_VALIDATOR.parent / "README.md").read_text()
+    assert package["dependencies"]
+    for name, version in package["dependencies"].items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name}: pin an exact version, not {version}"
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version, f"{name}: re-lock"
+        assert f"| `{name}` | {version} |" in readme, f"{name} {version} is not in crd-validate/README.md"
 
 
 def test_overlay_validates_offline(deploy, overlay: str) -> None:
@@ -119,7 +119,7 @@ def test_overlay_validates_offline(deploy, overlay: str) -> None:
     kinds = {d["kind"] for d in docs}
     assert {"ServiceMonitor", "PrometheusRule", "PodDisruptionBudget", "Service"} <= kinds, kinds
     assert deploy.workloads(docs), f"overlays/{overlay} renders no Deployment or StatefulSet"
-    problems = [p for p in map(_validate, docs) if p]
+    problems = _problems(list(docs))
     assert not problems, "\n".join(problems)
 
 
