@@ -286,3 +286,33 @@ def test_rebalance_two_workers_one_stopped_the_other_finishes(topics, tiny_model
         f"rebalance: w1 {sum(d['worker'] == 'w1' for d in docs)} windows, w2 {len(after)}; streams w2 took over: {sorted(taken_over)}"
     )
     assert not escaped_errors(w1.stderr() + w2.stderr())
+
+
+def test_bare_key_and_jpeg_messages_make_windows(broker, tiny_model_dir, tmp_path):
+    """No headers at all: seq is the offset, time is the Kafka timestamp (one stream per partition)."""
+    from kafka_helpers import synthetic_image
+    from services.tansu import produce
+
+    from worker.kafka.frame_codec import FrameEncoder
+
+    broker.create_topics({"frames": 1, "labels": 1, "emb": 1, "dlq": 1})
+    version = load_manifest(tiny_model_dir, verify=False).version
+    enc = FrameEncoder("jpeg")
+    produce(
+        broker.bootstrap,
+        "frames",
+        [(b"bare-cam", enc.encode_image(synthetic_image(0, i))[0], []) for i in range(40)],
+    )
+    labels = TopicReader(broker.bootstrap, "labels")
+    labels.start()
+    w = WorkerProc(tmp_path, worker_config(broker.bootstrap, tiny_model_dir)).start()
+    want = expected_windows(["bare-cam"], 40, 8, 4, version)
+    try:
+        wait_until(lambda: want <= labels.ids(), 60, "windows from bare messages", [w])
+        assert w.sigterm(timeout=30)[0] == 0
+    finally:
+        w.stop()
+        labels.stop()
+    docs = labels.docs()
+    assert {d["window_id"] for d in docs} == want
+    assert all(d["capture_time"] > 1e9 for d in docs)  # the Kafka timestamp, in seconds
