@@ -162,7 +162,11 @@ class FrameDecoder:
             return BadFrame(Reason.CORRUPT_JPEG, f"{where} stream {stream_id}: {e}")
         if not frames:
             return BadFrame(Reason.CORRUPT_JPEG, f"{where} stream {stream_id}: decoder returned no picture")
-        return to_model_rgb(frames[0], self.image_size, self._reformatter)
+        try:
+            return to_model_rgb(frames[0], self.image_size, self._reformatter)
+        except (av.error.FFmpegError, ValueError) as e:  # a pixel format swscale cannot convert
+            self._reformatter = VideoReformatter()
+            return BadFrame(Reason.CORRUPT_JPEG, f"{where} stream {stream_id}: cannot convert picture: {e}")
 
     def _decode_raw(
         self, data: bytes, params: dict[str, str], where: str, stream_id: str

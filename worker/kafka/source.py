@@ -236,7 +236,11 @@ class KafkaFrameSource(Source):
                 self._consumer = consumer
                 log.info("kafka source %s: subscribed (%s)", self.id, self.describe())
                 return consumer
-            except kerr.KafkaError as e:
+            except (
+                kerr.KafkaError,
+                OSError,
+                ValueError,
+            ) as e:  # brokers down, TLS files, a secret not there yet
                 log.warning(
                     "kafka source %s: cannot connect: %s: %s (retry in %.1fs)",
                     self.id,
