@@ -24,6 +24,7 @@ def test_bench_kafka_reports_worker_and_raw_ceiling(tiny_model_dir, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "raw kafka-python consume + produce" in proc.stdout
+    assert "same + JPEG decode to model RGB" in proc.stdout
     assert "worker / raw ceiling:" in proc.stdout
     result = json.loads(out.read_text())
     assert result["frames"] == 120

@@ -53,6 +53,8 @@ class KafkaBenchResult:
     frame_bytes: float
     raw_seconds: float
     raw_frames_per_s: float
+    raw_decode_seconds: float
+    raw_decode_frames_per_s: float
     worker_seconds: float
     worker_frames_per_s: float
     worker_windows_per_s: float
@@ -73,10 +75,13 @@ class KafkaBenchResult:
                 "|---|---|---|---|",
                 f"| raw kafka-python consume + produce | {self.raw_seconds:.2f} | {self.raw_frames_per_s:.0f} "
                 f"| {self.windows / self.raw_seconds:.0f} |",
+                f"| same + JPEG decode to model RGB (no inference) | {self.raw_decode_seconds:.2f} "
+                f"| {self.raw_decode_frames_per_s:.0f} | {self.windows / self.raw_decode_seconds:.0f} |",
                 f"| vbw worker ({s['backend']}/{s['precision']}) | {self.worker_seconds:.2f} "
                 f"| {self.worker_frames_per_s:.0f} | {self.worker_windows_per_s:.0f} |",
                 "",
-                f"worker / raw ceiling: {self.ratio:.2f}",
+                f"worker / raw ceiling: {self.ratio:.2f}   "
+                f"(worker / raw + decode: {self.worker_frames_per_s / self.raw_decode_frames_per_s:.2f})",
                 "worker stage time (s, summed over the run): "
                 + ", ".join(f"{k} {v:.2f}" for k, v in sorted(self.stage_seconds.items())),
             ]
@@ -158,10 +163,19 @@ def _publish(bootstrap: str, topic: str, spec: KafkaBenchSpec, size: tuple[int, 
 
 
 def _raw_ceiling(
-    bootstrap: str, topic: str, n_frames: int, n_windows: int, out_topic: str, dim: int
+    bootstrap: str,
+    topic: str,
+    n_frames: int,
+    n_windows: int,
+    out_topic: str,
+    dim: int,
+    decode_to: tuple[int, int] | None = None,
 ) -> float:
-    """Consume every frame and produce 2 messages per window (labels JSON + embedding), raw client."""
+    """Consume every frame and produce 2 messages per window (labels JSON + embedding), raw client.
+    With `decode_to`, also decode each frame to model RGB (the worker's decoder), in the same thread."""
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    from worker.kafka.frame_codec import FrameDecoder
 
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap, enable_auto_commit=False, max_partition_fetch_bytes=8 << 20,
@@ -174,6 +188,7 @@ def _raw_ceiling(
     label_doc = b"x" * 600  # about the size of a vbw.window/v1 document
     emb = np.zeros(dim, np.float32).tobytes()
     every = max(1, round(n_frames / max(1, n_windows)))
+    decoder = FrameDecoder(decode_to) if decode_to else None
     seen = produced = 0
     t0 = None
     try:
@@ -184,6 +199,9 @@ def _raw_ceiling(
             for records in batch.values():
                 for rec in records:
                     seen += 1
+                    if decoder is not None:
+                        ref = (topic, rec.partition, rec.offset)
+                        decoder.decode(rec.key, rec.value, rec.headers, rec.timestamp, ref)
                     if seen % every == 0 and produced < n_windows:
                         producer.send(out_topic, key=rec.key, value=label_doc)
                         producer.send(out_topic, key=rec.key, value=emb)
@@ -287,6 +305,13 @@ def run_kafka_bench(spec: KafkaBenchSpec) -> KafkaBenchResult:
             _raw_ceiling(bootstrap, topic, n_frames, n_windows, f"{topic}-raw-out", manifest.embed_dim)
             for _ in range(3)
         )
+        decode_s = min(
+            _raw_ceiling(
+                bootstrap, topic, n_frames, n_windows, f"{topic}-raw-out", manifest.embed_dim,
+                decode_to=tuple(manifest.image_size),  # type: ignore[arg-type]
+            )
+            for _ in range(3)
+        )  # fmt: skip
         worker_s, stages = _worker_run(bootstrap, topic, spec, n_frames, n_windows)
     finally:
         if broker is not None:
@@ -301,6 +326,8 @@ def run_kafka_bench(spec: KafkaBenchSpec) -> KafkaBenchResult:
         frame_bytes=frame_bytes,
         raw_seconds=raw_s,
         raw_frames_per_s=raw_fps,
+        raw_decode_seconds=decode_s,
+        raw_decode_frames_per_s=n_frames / decode_s,
         worker_seconds=worker_s,
         worker_frames_per_s=worker_fps,
         worker_windows_per_s=n_windows / worker_s,
