@@ -12,7 +12,8 @@ same graph.
   tail of the embedding head (x*x summed can overflow FP16's 65504).
 - INT8: explicit QuantizeLinear/DequantizeLinear pairs from onnxruntime.quantization in QDQ
   format, symmetric (zero point 0, which is what TensorRT accepts), per-channel weights,
-  activations calibrated on generated clips.
+  activations calibrated on generated clips. The layer on the image and the layer reading the
+  temporal difference stay float (`int8_keep_float_nodes`).
 """
 
 from __future__ import annotations
@@ -151,12 +152,75 @@ class ArrayCalibrationReader:
         self._it = iter(self._batches)
 
 
-def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> onnx.ModelProto:
+# Ops that only move or re-type data: a value's quantization sensitivity passes through them.
+_DATA_MOVEMENT = {
+    "Cast", "Concat", "Expand", "Flatten", "Gather", "Identity", "Pad", "Reshape", "Slice",
+    "Split", "Squeeze", "Transpose", "Unsqueeze",
+}  # fmt: skip
+_AFFINE = {"Add", "Sub", "Mul", "Div"}
+
+
+def int8_keep_float_nodes(model: onnx.ModelProto, op_types: Iterable[str] = INT8_OPS) -> list[str]:
+    """Quantizable nodes to leave in float, by two rules common in post-training quantization.
+
+    - The first layer on the image: its input is the normalised uint8 picture, and an 8-bit
+      re-quantization of it costs accuracy for almost no compute.
+    - A layer reading a temporal difference (x_t - x_{t-1}, concatenated with x_t for the motion
+      embedding): one per-tensor scale sized for x leaves the much smaller change a few levels.
+    Found by walking up from each node's data input through data-movement ops.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consts = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    uint8_inputs = {i.name for i in g.input if i.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+    wanted = set(op_types)
+
+    def reaches(tensor: str) -> tuple[bool, bool]:
+        """(comes from the uint8 image, comes from a difference of two activations)."""
+        image = diff = False
+        stack, seen = [tensor], set()
+        while stack:
+            name = stack.pop()
+            if name in seen or name in consts:
+                continue
+            seen.add(name)
+            if name in uint8_inputs:
+                image = True
+                continue
+            node = producer.get(name)
+            if node is None:
+                continue
+            live = [i for i in node.input if i and i not in consts]
+            if node.op_type == "Sub" and len(live) == 2:
+                diff = True
+            elif node.op_type in _DATA_MOVEMENT:
+                stack.extend(live[:1] if node.op_type != "Concat" else live)
+            elif node.op_type in _AFFINE and len(live) == 1:  # normalisation by constants
+                stack.extend(live)
+        return image, diff
+
+    keep = []
+    for n in g.node:
+        if n.op_type in wanted and n.input:
+            image, diff = reaches(n.input[0])
+            if image or diff:
+                keep.append(n.name)
+    return keep
+
+
+def to_int8_qdq(
+    model: onnx.ModelProto,
+    calibration: Iterable[np.ndarray],
+    nodes_to_exclude: Iterable[str] = (),
+    op_types: Iterable[str] = INT8_OPS,
+    method: str = "MinMax",
+) -> onnx.ModelProto:
     """INT8 QDQ copy of an FP32 graph, activation ranges calibrated on `calibration` batches."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     input_name = model.graph.input[0].name
+    nodes_to_exclude = [*nodes_to_exclude, *int8_keep_float_nodes(model, op_types)]
     with tempfile.TemporaryDirectory(prefix="vbw-int8-") as tmp:
         src, pre, dst = Path(tmp, "fp32.onnx"), Path(tmp, "pre.onnx"), Path(tmp, "int8.onnx")
         onnx.save(model, src)
@@ -169,11 +233,12 @@ def to_int8_qdq(model: onnx.ModelProto, calibration: Iterable[np.ndarray]) -> on
             dst,
             calibration_data_reader=ArrayCalibrationReader(input_name, calibration),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=list(INT8_OPS),
+            op_types_to_quantize=list(op_types),
+            nodes_to_exclude=list(nodes_to_exclude),
             per_channel=True,
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=CalibrationMethod[method],
             extra_options={
                 "ActivationSymmetric": True,  # TensorRT needs zero point 0
                 "WeightSymmetric": True,
