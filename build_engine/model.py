@@ -48,7 +48,7 @@ class VideoBertConfig:
     n_layers: int = 3
     n_heads: int = 4
     d_ff: int = 192
-    dropout: float = 0.1
+    dropout: float = 0.0  # generated data never repeats: nothing to regularise, it only slows
     codebook_size: int = 256  # K visual words
     embed_dim: int = 64  # E
     input_mode: Literal["features", "tokens"] = "features"
@@ -131,16 +131,30 @@ class WrapConv(nn.Module):
         return self.conv(x)
 
 
+def _wrap_shift(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
+    """x rolled by `step` (+1 or -1) along `dim` with wrap-around, as Slice/Concat (no Roll op)."""
+    if step == 1:
+        return torch.cat([x.narrow(dim, x.size(dim) - 1, 1), x.narrow(dim, 0, x.size(dim) - 1)], dim=dim)
+    return torch.cat([x.narrow(dim, 1, x.size(dim) - 1), x.narrow(dim, 0, 1)], dim=dim)
+
+
 class MotionEmbedding(nn.Module):
-    """Features [B, T, C*h*w] -> tokens [B, T, d]: each frame's map with its change since the
-    previous frame, through shared convolutions, pooled over the picture."""
+    """Features [B, T, C*h*w] -> tokens [B, T, d].
+
+    Each frame's map f, its change since the previous frame d, and the products of d with the
+    map's spatial gradients go through shared convolutions, pooled over the picture. The
+    products are the gradient (optical-flow) motion cue: for a shift by v, d ~ -v . grad f, so
+    d * df/dx has the sign of -v_x whatever the object's colour against its background. A
+    convolution could only approximate such products, and in practice learnt the kind of motion
+    (horizontal, vertical, scale, turn) but never its direction.
+    """
 
     def __init__(self, cfg: VideoBertConfig):
         super().__init__()
         self.c, self.side = cfg.map_channels, cfg.map_side
         m = cfg.motion_channels
         self.net = nn.Sequential(
-            WrapConv(2 * self.c, m),
+            WrapConv(4 * self.c, m),
             nn.GELU(),
             WrapConv(m, m, stride=2 if self.side >= 4 else 1),
             nn.GELU(),
@@ -151,10 +165,12 @@ class MotionEmbedding(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         b, t, _ = features.shape
+        f = features.reshape(b * t, self.c, self.side, self.side)
         prev = torch.cat([features[:, :1], features[:, :-1]], dim=1)  # the first frame: no change
-        x = torch.cat([features, features - prev], dim=2)
-        x = x.reshape(b * t, 2 * self.c, self.side, self.side)
-        x = self.net(x)
+        d = f - prev.reshape(b * t, self.c, self.side, self.side)
+        gx = (_wrap_shift(f, 3, -1) - _wrap_shift(f, 3, 1)) * 0.5
+        gy = (_wrap_shift(f, 2, -1) - _wrap_shift(f, 2, 1)) * 0.5
+        x = self.net(torch.cat([f, d, d * gx, d * gy], dim=1))
         # Mean says how much of a motion there is; max finds a small object's motion anywhere.
         x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
         return self.out(x).view(b, t, -1)

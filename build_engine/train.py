@@ -1,7 +1,8 @@
 """Training in three stages, as VideoBERT: visual words, masked visual-word pretraining, labels.
 
 1. codebook: k-means over frame features of a FROZEN tokenizer (the frame encoder at its seeded
-   initialisation, BatchNorm statistics calibrated). Its ids are the pretraining targets; since
+   initialisation, BatchNorm statistics calibrated), less each window's mean so the words
+   describe what changes (see `word_features`). Their ids are the pretraining targets; since
    the tokenizer never trains, the targets cannot collapse however the model moves.
 2. pretrain: hide ~30% of a window's frames and predict their visual words from the others.
 3. finetune: cross-entropy on labels + supervised contrastive loss on the L2-normalised
@@ -238,6 +239,19 @@ def frame_features(encoder: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
+def word_features(tokenizer: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What the visual words describe: each frame's features minus the window's mean.
+
+    Words of raw features mostly name the static background, and predicting a hidden frame's
+    background from its neighbours teaches nothing (fine-tuning after it was worse than none).
+    Less the window's mean, what is left is where the moving object is at that instant and how
+    it looks then, so filling in a hidden frame means following the motion.
+    """
+    f = frame_features(tokenizer, x)
+    return f - f.mean(dim=1, keepdim=True)
+
+
+@torch.no_grad()
 def calibrate_batchnorm(encoder: torch.nn.Module, batches: list[torch.Tensor]) -> None:
     """Set BatchNorm running statistics from data (cumulative average) without training."""
     bns = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -259,7 +273,7 @@ def build_codebook(
     n_batches = max(1, cfg.kmeans_clips // bs)
     batches = [data.batch("codebook", i, bs)[0] for i in range(n_batches)]
     calibrate_batchnorm(tokenizer, batches)
-    feats = torch.cat([frame_features(tokenizer, x).flatten(0, 1) for x in batches])
+    feats = torch.cat([word_features(tokenizer, x).flatten(0, 1) for x in batches])
     k = model.cfg.codebook_size
     t0 = time.time()
     model.window_encoder.codebook.copy_(kmeans(feats, k, cfg.kmeans_iters, cfg.seed))
@@ -335,7 +349,7 @@ def run_stage(
         for group in opt.param_groups:
             group["lr"] = lr_at(step, total, cfg)
         if stage == "pretrain":
-            targets = model.window_encoder.quantize(frame_features(tokenizer, x))
+            targets = model.window_encoder.quantize(word_features(tokenizer, x))
             mask = random_mask(x.shape[0], x.shape[1], cfg.mask_prob, g)
             feats = model.encode_frames(x)
             _, _, mlm = model.window_encoder.forward_train(feats, mask)
