@@ -25,6 +25,7 @@ from engines.manifest import load_manifest
 
 REPO = Path(__file__).resolve().parents[2]
 LABELS = ("move_left", "move_right", "move_up", "move_down", "grow", "shrink", "rotate_cw", "rotate_ccw")
+CLIPS = 24  # three clips per label, 8 s each: 24 streams at once through one partition set
 
 
 @pytest.fixture(scope="session")
@@ -57,8 +58,8 @@ def test_ingest_run_confluent_every_window_labelled_and_embedded(broker, shipped
     t_model = manifest.num_frames
     clips = tmp_path / "clips"
     gen = _vbw(
-        "gen-clips", "--out", str(clips), "--n", str(len(LABELS)), "--labels", ",".join(LABELS),
-        "--frames", "400", "--seed", "4242",
+        "gen-clips", "--out", str(clips), "--n", str(CLIPS), "--labels", ",".join(LABELS),
+        "--frames", "200", "--seed", "4242",
     )  # fmt: skip
     assert gen.returncode == 0, gen.stderr[-2000:]
     records = [json.loads(line) for line in (clips / "labels.jsonl").read_text().splitlines()]
