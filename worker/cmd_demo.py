@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         f"model {args.model.name} on {args.backend}/{args.precision}"
     )
     if segments:
-        print("timeline: " + ", ".join(f"{s['label']} {s['start']:.0f}-{s['end']:.0f}s" for s in segments))
+        print("timeline: " + ", ".join(f"{s['label']} {s['start']:.1f}-{s['end']:.1f}s" for s in segments))
     t0 = time.perf_counter()
     rc = pipeline.run()
     took = time.perf_counter() - t0

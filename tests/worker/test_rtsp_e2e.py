@@ -32,9 +32,11 @@ def rtsp_source(sid: str, url: str) -> dict:
     }
 
 
-def test_three_rtsp_streams_to_jsonl_labelled_right(
-    tmp_path, rtsp_ok, labelled_clips, default_model_dir, worker_proc
+def test_rtsp_streams_to_jsonl_labelled_right(
+    tmp_path, rtsp_ok, all_label_clips, default_model_dir, worker_proc
 ):
+    """One stream per label, 8 at once, so that one hard clip does not decide the figure."""
+    labelled_clips = all_label_clips
     out = tmp_path / "out.jsonl"
     with RtspServer(labelled_clips, log_path=tmp_path / "rtsp.log") as srv:
         w = worker_proc(
@@ -74,6 +76,7 @@ def test_three_rtsp_streams_to_jsonl_labelled_right(
         )
         for lb in labelled_clips
     }
+    print(f"top-1 right in {right}/{len(complete)} complete windows: {per_stream}")
     assert right / len(complete) >= 0.9, f"top-1 right in {right}/{len(complete)} windows: {per_stream}"
     assert "Traceback" not in w.stderr()
 
