@@ -120,11 +120,11 @@ class WorkerProc:
         assert self.jsonl is not None
         return read_jsonl(self.jsonl)
 
-    def sigterm(self, timeout: float) -> tuple[int, float]:
-        """Send SIGTERM; returns (exit code, seconds to exit)."""
+    def sigterm(self, timeout: float, sig: int = signal.SIGTERM) -> tuple[int, float]:
+        """Send SIGTERM (or `sig`); returns (exit code, seconds to exit)."""
         assert self.proc is not None
         t0 = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
+        self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=timeout)
         return rc, time.monotonic() - t0
 

@@ -223,15 +223,16 @@ def test_overload_drops_frames_before_windows_so_windows_stay_whole(tiny_model_d
         assert m.complete and m.frames == 8 and m.end_seq - m.start_seq == 7
 
 
-@pytest.mark.parametrize("policy", ["emit"])
-def test_emit_policy_refused_for_fixed_t_engine(tiny_model_dir, policy):
-    p = Pipeline(
-        parse_config(base_cfg(tiny_model_dir, windows={"partial": policy})),
-        sources=[],
-        sinks=[],
-        install_signals=False,
-    )
+@pytest.mark.parametrize(
+    "windows",
+    [{"partial": "emit"}, {"size": 5}],
+    ids=["emit-needs-variable-T", "size-must-match-model"],
+)
+def test_startup_refuses_windows_the_engine_cannot_take(tiny_model_dir, windows, caplog):
+    cfg = parse_config(base_cfg(tiny_model_dir, windows=windows))
+    p = Pipeline(cfg, sources=[], sinks=[], install_signals=False)
     assert p.run() == 1
+    assert any("cannot start" in r.getMessage() for r in caplog.records)
 
 
 class BlockingSink(ListSink):

@@ -4,6 +4,7 @@ goes on, and SIGTERM exits 0 within the grace with every completed window in the
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -106,8 +107,9 @@ def test_bad_inputs_are_counted_and_the_good_stream_goes_on(
     assert "s3cret" not in err and "token=abc" not in err
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_exits_zero_within_grace_with_every_completed_window(
-    tmp_path, labelled_clips, tiny_model_dir, worker_proc
+    tmp_path, labelled_clips, tiny_model_dir, worker_proc, sig
 ):
     out = tmp_path / "out.jsonl"
     grace = 5.0
@@ -131,7 +133,7 @@ def test_sigterm_exits_zero_within_grace_with_every_completed_window(
     time.sleep(1.3)
     before = metric_value(w.metrics(), "vbw_windows_emitted_total")
     t_signal = time.time()
-    rc, took = w.sigterm(timeout=grace + 10)
+    rc, took = w.sigterm(timeout=grace + 10, sig=sig)
     assert rc == 0, w.stderr()
     assert took <= grace, f"exit took {took:.1f}s, grace {grace}s"
     docs = w.windows()
