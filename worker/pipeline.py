@@ -13,7 +13,9 @@
 - Stream resets and drops travel through `frame_q` with the frames, so they apply in order.
 - Shutdown (SIGTERM/SIGINT, or every finite source ended): sources stop, the inference thread
   encodes what is queued, closes every stream's windows and runs the last batches, the sink
-  thread publishes and flushes; all within `pipeline.shutdown_grace_s`.
+  thread publishes and flushes; a source with `commits_after_drain` (Kafka) keeps taking
+  feedback until then (`ctx.drained()`) and commits last; all within `pipeline.shutdown_grace_s`.
+- Anything else that runs threads (the bench harness, tests) only drives these from outside.
 """
 
 from __future__ import annotations
