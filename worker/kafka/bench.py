@@ -136,6 +136,18 @@ def _create_topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.close()
 
 
+def _scene(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """A camera-like picture: smooth gradients, a few solid shapes, mild sensor noise (JPEG sizes
+    and decode times like a real scene's; random noise would be the unrealistic worst case)."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / w * 200 + 30, yy / h * 180 + 40, (xx + yy) / (w + h) * 120 + 60], -1)
+    for _ in range(6):
+        y0, x0 = int(rng.integers(0, h * 3 // 4)), int(rng.integers(0, w * 3 // 4))
+        img[y0 : y0 + h // 5, x0 : x0 + w // 6] = rng.integers(0, 255, 3)
+    img += rng.normal(0, 3, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _publish(bootstrap: str, topic: str, spec: KafkaBenchSpec, size: tuple[int, int]) -> tuple[int, float]:
     from kafka import KafkaProducer
 
@@ -145,7 +157,7 @@ def _publish(bootstrap: str, topic: str, spec: KafkaBenchSpec, size: tuple[int, 
     enc = FrameEncoder("jpeg", spec.quality)
     rng = np.random.default_rng(0)
     h, w = size
-    base = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+    base = _scene(h, w, rng)
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=20, batch_size=1 << 20)
     n, total = 0, 0
     try:
