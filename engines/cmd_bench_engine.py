@@ -42,6 +42,8 @@ def _engine_options(backend: str, args: argparse.Namespace, max_batch: int) -> d
         return {"intra_op_threads": args.threads, "max_batch": max_batch}
     if backend == "torch":
         return {"threads": args.threads, "device": args.device, "max_batch": max_batch}
+    if backend == "tensorrt":  # plans tuned for batch 8 (or the largest asked for, if smaller)
+        return {"max_batch": max_batch, "opt_batch": min(8, max_batch)}
     return {"max_batch": max_batch}
 
 
