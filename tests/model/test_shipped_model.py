@@ -1,0 +1,83 @@
+"""The shipped model directory: size budget, manifest integrity, and accuracy through real video."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from build_engine import clips
+from build_engine.datasets import decode_analysis_frames
+from engines.manifest import load_manifest, sha256_file
+
+SIZE_BUDGET = 10 * 1024 * 1024
+
+
+def test_shipped_dir_fits_the_size_budget(default_model_dir: Path) -> None:
+    total = sum(f.stat().st_size for f in default_model_dir.rglob("*") if f.is_file())
+    assert total <= SIZE_BUDGET, f"{default_model_dir}: {total / 1e6:.2f} MB > 10 MB"
+    manifest = load_manifest(default_model_dir, verify=False)
+    for precision in ("fp32", "fp16", "int8"):
+        assert {"frame_encoder", "window_encoder"} <= set(manifest.graphs[precision]), precision
+    assert "whole_window" in manifest.graphs["fp32"]
+
+
+def test_manifest_lists_every_file_with_its_sha256(default_model_dir: Path) -> None:
+    manifest = load_manifest(default_model_dir, verify=True)
+    on_disk = {f.name for f in default_model_dir.iterdir() if f.is_file() and f.name != "model.json"}
+    assert set(manifest.files) == on_disk
+    for name, entry in manifest.files.items():
+        assert sha256_file(default_model_dir / name) == entry.sha256
+    assert manifest.name == "vbw-motion-small"
+    assert manifest.labels == list(clips.LABELS)
+    assert manifest.training.get("analysis_fps") == 5.0
+    assert isinstance(manifest.training.get("seed"), int)
+
+
+def test_eval_cli_prints_accuracy(default_model_dir: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "eval",
+            "--model",
+            str(default_model_dir),
+            "--clips",
+            "40",
+            "--seed",
+            "424242",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    ).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.startswith("accuracy=") and len(last) == len("accuracy=0.973")
+    assert float(last.split("=")[1]) >= 0.85, out
+
+
+def test_every_window_of_a_long_clip_keeps_its_label(default_model_dir: Path, tmp_path: Path) -> None:
+    """20 s single-label clips (25 fps, sampled to 5 fps, T=16 stride 4) straddle wraps and resets."""
+    from engines import load_engine
+
+    with load_engine(default_model_dir, "onnxruntime", "fp32") as engine:
+        t = engine.metadata.num_frames
+        bad = {}
+        for i, label in enumerate(clips.LABELS):
+            params = clips.sample_params(label, clips.clip_rng(777, i))
+            path = tmp_path / f"{label}.mp4"
+            clips.write_mp4(clips.iter_clip_frames(params, 160, 90, 500, 25.0), path, 25.0)
+            _, frames = decode_analysis_frames(path, 64, 5.0)
+            feats = engine.encode_frames(frames)
+            starts = range(0, len(frames) - t + 1, 4)
+            scores, _ = engine.encode_windows(np.stack([feats[s : s + t] for s in starts]))
+            wrong = int((scores.argmax(1) != i).sum())
+            if wrong:
+                bad[label] = f"{wrong}/{len(starts)}"
+        # Allow one stray window in all the classes together, no more.
+        assert sum(int(v.split("/")[0]) for v in bad.values()) <= 1, bad
