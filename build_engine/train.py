@@ -45,9 +45,9 @@ class TrainConfig:
     batch_size: int = 32
     kmeans_clips: int = 512  # x T frames clustered
     kmeans_iters: int = 25
-    pretrain_steps: int = 600
-    finetune_steps: int = 2400
-    lr: float = 2e-3
+    pretrain_steps: int = 300
+    finetune_steps: int = 1500
+    lr: float = 1e-3
     min_lr_frac: float = 0.03
     warmup_frac: float = 0.05
     weight_decay: float = 0.05
@@ -56,7 +56,7 @@ class TrainConfig:
     label_smoothing: float = 0.05
     supcon_weight: float = 0.3
     supcon_temperature: float = 0.1
-    val_every: int = 400
+    val_every: int = 500
     val_windows: int = 256
     ckpt_every: int = 200
     fps_range: tuple[float, float] = ANALYSIS_FPS_RANGE
