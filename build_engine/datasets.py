@@ -58,7 +58,7 @@ class GeneratedClips:
     square model input; speeds are per second and the analysis rate varies per clip.
     """
 
-    seed: int
+    seed: int | tuple[int, ...]  # batch i draws from numpy default_rng([*seed, i])
     num_frames: int = 16
     image_size: int = 64
     labels: tuple[str, ...] = clips.LABELS
@@ -79,8 +79,9 @@ class GeneratedClips:
 
     def batch(self, index: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 [B, T, S, S, 3], int64 [B]) with labels balanced over the batch."""
-        rng = np.random.default_rng([self.seed, index])
-        y = (np.arange(batch_size) + index * batch_size) % len(self.labels)
+        seeds = (self.seed,) if isinstance(self.seed, int) else tuple(self.seed)
+        rng = np.random.default_rng([*seeds, index])
+        y = np.arange(batch_size) % len(self.labels)
         rng.shuffle(y)
         x = np.stack([self.window(rng, self.labels[i]) for i in y])
         return x, y.astype(np.int64)

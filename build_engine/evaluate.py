@@ -7,6 +7,7 @@ Clip `i` of seed `S` is exactly clip `i` of `vbw gen-clips --seed S`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
@@ -153,7 +154,7 @@ def evaluate(
         raise ValueError(f"model {meta.name} has no labels {missing}; it knows {model_labels}")
     if meta.image_size[0] != meta.image_size[1]:
         raise ValueError(f"eval renders square model input, model wants {meta.image_size}")
-    spec = EvalSpec(**{**spec.__dict__, "num_frames": meta.num_frames, "image_size": meta.image_size[0]})
+    spec = dataclasses.replace(spec, num_frames=meta.num_frames, image_size=meta.image_size[0])
     jobs = jobs or min(2, os.cpu_count() or 1)
     windows, y = real_path_windows(spec, jobs=jobs, progress=progress)
     if distinct_frames is not None:

@@ -155,23 +155,14 @@ class Data:
             x, y = self.folder.batch(index, batch_size, seed=self.cfg.seed * 10 + code)
         else:
             gen = GeneratedClips(
-                seed=0,
+                seed=(TRAIN_STREAM, self.cfg.seed, code),
                 num_frames=self.model_cfg.num_frames,
                 image_size=self.model_cfg.image_size,
                 labels=tuple(self.labels),
                 fps_range=self.cfg.fps_range,
             )
-            rng_seed = [TRAIN_STREAM, self.cfg.seed, code, index]
-            x, y = _generated_batch(gen, rng_seed, batch_size)
+            x, y = gen.batch(index, batch_size)
         return torch.from_numpy(x), torch.from_numpy(y)
-
-
-def _generated_batch(gen: GeneratedClips, seed: list[int], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.arange(batch_size) % len(gen.labels)
-    rng.shuffle(y)
-    x = np.stack([gen.window(rng, gen.labels[i]) for i in y])
-    return x, y.astype(np.int64)
 
 
 # --- checkpoints -----------------------------------------------------------------------------------
