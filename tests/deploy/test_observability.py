@@ -235,7 +235,9 @@ def worker(tmp_path_factory: pytest.TempPathFactory, deploy, model_dir: Path) ->
 
     tmp = tmp_path_factory.mktemp("worker")
     clip = tmp / "grow.mp4"
-    write_mp4(render_clip("grow", clip_rng(7, 0), 160, 96, 50, 25.0), clip, 25.0)
+    # 8 s: at the default 5 analysed fps a loop holds 40 frames, enough for full T=16 windows
+    # (a loop is a stream reset, so a shorter clip would only ever drop partial windows).
+    write_mp4(render_clip("grow", clip_rng(7, 0), 160, 96, 200, 25.0), clip, 25.0)
     port = free_port()
     config = {
         "sources": [{"type": "file", "id": "cam-1", "path": str(clip), "loop": True, "realtime": True}],
