@@ -1,8 +1,12 @@
 """Checkpoint -> model directory: ONNX graphs in FP32, FP16 and INT8, plus model.json.
 
-    frame_encoder   uint8 frames [N, H, W, 3]      -> features [N, D]
-    window_encoder  float32 features [B, T, D]     -> scores [B, C], embedding [B, E]
-    whole_window    uint8 clips [B, T, H, W, 3]    -> scores [B, C], embedding [B, E]
+    frame_encoder   uint8 frames [N, H, W, 3]                -> features [N, D]
+    motion_encoder  float32 features [N, D], prev_features [N, D] -> tokens [N, d]
+    window_encoder  float32 tokens [B, T, d]                 -> scores [B, C], embedding [B, E]
+    whole_window    uint8 clips [B, T, H, W, 3]              -> scores [B, C], embedding [B, E]
+
+The first two run once per frame (prev_features: the previous frame of the same window, or the
+frame itself for a window's first frame); only the window encoder runs once per window.
 
 Only the batch dimension is dynamic (T and the image size are fixed), which is what a TensorRT
 optimisation profile over batch wants. Opset 18 keeps LayerNorm one `LayerNormalization` op.
@@ -33,19 +37,21 @@ from engines.manifest import (
 )
 
 OPSET = 18
-GRAPHS = ("frame_encoder", "window_encoder", "whole_window")
+GRAPHS = ("frame_encoder", "motion_encoder", "window_encoder", "whole_window")
+STAGES = ("frame_encoder", "motion_encoder", "window_encoder")  # what the incremental path needs
 PRECISIONS = ("fp32", "fp16", "int8")
 CHECKPOINT_NAME = "checkpoint.pt"
 # Graph inputs/outputs by name: the engines bind them by these names.
 GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "frame_encoder": (("frames",), ("features",)),
-    "window_encoder": (("features",), ("scores", "embedding")),
+    "motion_encoder": (("features", "prev_features"), ("tokens",)),
+    "window_encoder": (("tokens",), ("scores", "embedding")),
     "whole_window": (("clips",), ("scores", "embedding")),
 }
 FP32_SCORE_TOLERANCE = 1e-4
 # The shipped default model must fit in this; export warns past it. The whole-window graph
-# repeats both stages' weights, so by default it is written in FP32 only (benchmarks, parity);
-# engines compose the two stage graphs for the other precisions.
+# repeats the stages' weights, so by default it is written in FP32 only (benchmarks, parity);
+# engines compose the stage graphs for the other precisions.
 SIZE_BUDGET_BYTES = 10_000_000
 CALIB_FPS = 5.0  # fallback calibration clips: the worker's default analysis rate
 
@@ -78,15 +84,46 @@ class _CastFirst(torch.nn.Module):
         return self.stage(x.float())
 
 
-def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, torch.Tensor]:
+class _MotionStage(torch.nn.Module):
+    """The per-frame token: (features [N, D], prev_features [N, D]) -> tokens [N, d]."""
+
+    def __init__(self, window_encoder: torch.nn.Module):
+        super().__init__()
+        self.window_encoder = window_encoder
+
+    def forward(self, features: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        return self.window_encoder.step(features, prev)
+
+
+class _TokenStage(torch.nn.Module):
+    """The per-window stage: tokens [B, T, d] -> (scores, embedding)."""
+
+    def __init__(self, window_encoder: torch.nn.Module):
+        super().__init__()
+        self.window_encoder = window_encoder
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.window_encoder.forward_tokens(tokens)
+
+
+def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, tuple[torch.Tensor, ...]]:
     cfg = model.cfg
     s, t = cfg.image_size, cfg.num_frames
     g = torch.Generator().manual_seed(0)
     return {
-        "frame_encoder": torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),
-        "window_encoder": torch.randn(batch, t, cfg.feature_dim, generator=g),
-        "whole_window": torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),
+        "frame_encoder": (torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),),
+        "motion_encoder": (
+            torch.randn(batch * t, cfg.feature_dim, generator=g),
+            torch.randn(batch * t, cfg.feature_dim, generator=g),
+        ),
+        "window_encoder": (torch.randn(batch, t, cfg.d_model, generator=g),),
+        "whole_window": (torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),),
     }
+
+
+def prev_features(features: np.ndarray) -> np.ndarray:
+    """Each frame's window predecessor in [B, T, D] windows; the first frame is its own."""
+    return np.concatenate([features[:, :1], features[:, :-1]], axis=1)
 
 
 def read_shapes_after_cast(proto: onnx.ModelProto) -> int:
@@ -114,17 +151,18 @@ def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     """Trace one stage with the dynamo exporter; only dim 0 (batch) is dynamic."""
     module = {
         "frame_encoder": _CastFirst(model.frame_encoder),
-        "window_encoder": model.window_encoder,
+        "motion_encoder": _MotionStage(model.window_encoder),
+        "window_encoder": _TokenStage(model.window_encoder),
         "whole_window": _CastFirst(model),
     }[graph]
     inputs, outputs = GRAPH_IO[graph]
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(
         module.eval(),
-        (_sample_inputs(model)[graph],),
+        _sample_inputs(model)[graph],
         input_names=list(inputs),
         output_names=list(outputs),
-        dynamic_shapes=({0: batch},),
+        dynamic_shapes=tuple({0: batch} for _ in inputs),  # one batch size shared by all inputs
         opset_version=OPSET,
         external_data=False,
         dynamo=True,
@@ -132,6 +170,9 @@ def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     )
     proto = program.model_proto
     proto.doc_string = f"vbw {graph}"
+    got = tuple(i.name for i in proto.graph.input)
+    if got != inputs:
+        raise ExportError(f"{graph}: exported graph inputs {got}, expected {inputs}")
     read_shapes_after_cast(proto)
     onnx.checker.check_model(proto, full_check=True)
     return proto
@@ -147,21 +188,25 @@ def _ort_run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nda
 
 
 @torch.no_grad()
-def torch_outputs(model: VideoBERT, graph: str, x: np.ndarray) -> list[np.ndarray]:
-    t = torch.from_numpy(x)
+def torch_outputs(model: VideoBERT, graph: str, *xs: np.ndarray) -> list[np.ndarray]:
+    t = [torch.from_numpy(x) for x in xs]
     if graph == "frame_encoder":
-        return [model.frame_encoder(t).numpy()]
+        return [model.frame_encoder(*t).numpy()]
+    if graph == "motion_encoder":
+        return [model.window_encoder.step(*t).numpy()]
     if graph == "window_encoder":
-        return [y.numpy() for y in model.window_encoder(t)]
-    return [y.numpy() for y in model(t)]
+        return [y.numpy() for y in model.window_encoder.forward_tokens(*t)]
+    return [y.numpy() for y in model(*t)]
 
 
-def check_fp32_parity(model: VideoBERT, graph: str, proto: onnx.ModelProto, x: np.ndarray) -> float:
-    """Max abs difference of the first output (features or scores); raises past the tolerance."""
-    want = torch_outputs(model, graph, x)
-    got = _ort_run(proto, {GRAPH_IO[graph][0][0]: x})
+def check_fp32_parity(
+    model: VideoBERT, graph: str, proto: onnx.ModelProto, xs: tuple[np.ndarray, ...]
+) -> float:
+    """Max abs difference of every output (features, tokens or scores); raises past the tolerance."""
+    want = torch_outputs(model, graph, *xs)
+    got = _ort_run(proto, dict(zip(GRAPH_IO[graph][0], xs, strict=True)))
     diffs = [float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True)]
-    # Features feed a transformer, so hold them to the same bound as the scores.
+    # Features and tokens feed a transformer, so hold them to the same bound as the scores.
     if max(diffs) > FP32_SCORE_TOLERANCE:
         raise ExportError(
             f"{graph}: ONNX Runtime differs from torch by {max(diffs):.2e} (> {FP32_SCORE_TOLERANCE:g})"
@@ -169,13 +214,13 @@ def check_fp32_parity(model: VideoBERT, graph: str, proto: onnx.ModelProto, x: n
     return max(diffs)
 
 
-def top1_agreement(
-    frame_encoder: onnx.ModelProto, window_encoder: onnx.ModelProto, clips: np.ndarray, want: np.ndarray
-) -> float:
-    """Top-1 agreement of the two stages run incrementally in ONNX Runtime with reference scores."""
+def top1_agreement(stages: dict[str, onnx.ModelProto], clips: np.ndarray, want: np.ndarray) -> float:
+    """Top-1 agreement of the three stages run in ONNX Runtime with reference scores."""
     b, t = clips.shape[:2]
-    feats = _ort_run(frame_encoder, {"frames": clips.reshape(b * t, *clips.shape[2:])})[0]
-    got = _ort_run(window_encoder, {"features": feats.reshape(b, t, -1)})[0]
+    feats = _ort_run(stages["frame_encoder"], {"frames": clips.reshape(b * t, *clips.shape[2:])})[0]
+    prev = prev_features(feats.reshape(b, t, -1)).reshape(b * t, -1)
+    tokens = _ort_run(stages["motion_encoder"], {"features": feats, "prev_features": prev})[0]
+    got = _ort_run(stages["window_encoder"], {"tokens": tokens.reshape(b, t, -1)})[0]
     return float((want.argmax(-1) == got.argmax(-1)).mean())
 
 
@@ -219,8 +264,8 @@ def calibration_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
     )
 
 
-def _batches(x: np.ndarray, size: int) -> list[np.ndarray]:
-    return [x[i : i + size] for i in range(0, len(x), size)]
+def _batches(xs: tuple[np.ndarray, ...], size: int) -> list[tuple[np.ndarray, ...]]:
+    return [tuple(x[i : i + size] for x in xs) for i in range(0, len(xs[0]), size)]
 
 
 @dataclass
@@ -228,9 +273,7 @@ class ExportResult:
     manifest: ModelManifest
     out_dir: Path
     fp32_max_abs_diff: dict[str, float] = field(default_factory=dict)
-    top1_agreement: dict[str, float] = field(
-        default_factory=dict
-    )  # precision -> frame+window stages vs torch
+    top1_agreement: dict[str, float] = field(default_factory=dict)  # precision -> the three stages vs torch
 
 
 def _save(proto: onnx.ModelProto, path: Path) -> None:
@@ -262,6 +305,7 @@ def write_manifest(
         image_size=(cfg.image_size, cfg.image_size),
         normalization=Normalization(mean=cfg.mean, std=cfg.std),
         feature_dim=cfg.feature_dim,
+        token_dim=cfg.d_model,
         embed_dim=cfg.embed_dim,
         graphs=graphs,
         checkpoint=CHECKPOINT_NAME,
@@ -296,6 +340,13 @@ def export_model(
     cfg = model.cfg
     if not cfg.labels:
         raise ExportError(f"{checkpoint}: the model has no labels")
+    if cfg.input_mode != "features":
+        # Its per-frame step is token_emb(argmin distance to the codebook) and ignores the
+        # previous frame; the engines' motion_encoder contract takes two inputs.
+        raise ExportError(
+            f"{checkpoint}: input_mode={cfg.input_mode!r} models cannot be exported; the engines' "
+            "per-frame motion_encoder graph needs input_mode='features'"
+        )
     _log(
         f"{checkpoint}: {model.num_params():,} parameters, T={cfg.num_frames}, {cfg.image_size}px, "
         f"{len(cfg.labels)} labels"
@@ -309,19 +360,28 @@ def export_model(
     clips = source(model, calib_clips, calib_seed)
     check = source(model, check_clips, calib_seed + 1)  # held out from calibration
     with torch.no_grad():
-        feats = model.encode_frames(torch.from_numpy(clips)).numpy()
-        check_feats = model.encode_frames(torch.from_numpy(check)).numpy()
-        check_scores = model.window_encoder(torch.from_numpy(check_feats))[0].numpy()
-    t, s = cfg.num_frames, cfg.image_size
+        feats = model.encode_frames(torch.from_numpy(clips))
+        tokens = model.window_encoder.embed(feats).numpy()
+        feats = feats.numpy()
+        check_feats = model.encode_frames(torch.from_numpy(check))
+        check_tokens = model.window_encoder.embed(check_feats).numpy()
+        check_scores = model.window_encoder(check_feats)[0].numpy()
+        check_feats = check_feats.numpy()
+    t, s, d = cfg.num_frames, cfg.image_size, cfg.feature_dim
+    # The motion encoder's inputs: every frame of the clips with its window predecessor.
+    steps = (feats.reshape(-1, d), prev_features(feats).reshape(-1, d))
+    check_steps = (check_feats.reshape(-1, d), prev_features(check_feats).reshape(-1, d))
     calib = {
-        "frame_encoder": _batches(clips.reshape(-1, s, s, 3), 64),
-        "window_encoder": _batches(feats, 8),
-        "whole_window": _batches(clips, 4),
+        "frame_encoder": _batches((clips.reshape(-1, s, s, 3),), 64),
+        "motion_encoder": _batches(steps, 64),
+        "window_encoder": _batches((tokens,), 8),
+        "whole_window": _batches((clips,), 4),
     }
     held_out = {
-        "frame_encoder": check.reshape(-1, s, s, 3)[: 4 * t],
-        "window_encoder": check_feats,
-        "whole_window": check,
+        "frame_encoder": (check.reshape(-1, s, s, 3)[: 4 * t],),
+        "motion_encoder": tuple(x[: 4 * t] for x in check_steps),
+        "window_encoder": (check_tokens[:8],),
+        "whole_window": (check[:8],),
     }
 
     result = ExportResult(manifest=None, out_dir=out)  # type: ignore[arg-type]
@@ -332,13 +392,14 @@ def export_model(
         if not wanted:
             continue
         fp32 = export_fp32_graph(model, graph)
-        result.fp32_max_abs_diff[graph] = check_fp32_parity(model, graph, fp32, held_out[graph][:8])
+        result.fp32_max_abs_diff[graph] = check_fp32_parity(model, graph, fp32, held_out[graph])
         _log(f"{graph}: fp32 ONNX Runtime vs torch max abs diff {result.fp32_max_abs_diff[graph]:.2e}")
         variants = {"fp32": fp32} if "fp32" in wanted else {}
         if "fp16" in wanted:
             variants["fp16"] = to_fp16(fp32)
         if "int8" in wanted:
-            variants["int8"] = to_int8_qdq(fp32, calib[graph])
+            feeds = [dict(zip(GRAPH_IO[graph][0], b, strict=True)) for b in calib[graph]]
+            variants["int8"] = to_int8_qdq(fp32, feeds)
         for precision, proto in variants.items():
             filename = graph_filename(graph, precision)
             for problem in trt_problems(proto):  # TensorRT is not installable here: check its table
@@ -349,8 +410,7 @@ def export_model(
 
     for precision in precisions:
         if precision != "fp32":
-            fe, we = stages[precision]["frame_encoder"], stages[precision]["window_encoder"]
-            result.top1_agreement[precision] = top1_agreement(fe, we, check, check_scores)
+            result.top1_agreement[precision] = top1_agreement(stages[precision], check, check_scores)
             _log(
                 f"{precision}: top-1 agreement with torch fp32 on {len(check)} held-out clips "
                 f"{result.top1_agreement[precision]:.3f}"

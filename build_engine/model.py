@@ -1,7 +1,7 @@
 """VideoBERT, small. One readable file, in the manner of nanoGPT's model.py.
 
-    uint8 frames --FrameEncoder--> feature map [C, h, w] = features [D] --(per frame, cached)--+
-                                                                                             v
+    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]
+    (f_t, f_t-1) --motion step--> token v_t [d]                 (per frame, cached)
     [CLS] v1 .. vT --WindowEncoder (bidirectional transformer)--> CLS --> label scores
                                                                       --> L2-normalised embedding
                                                   token states v_i  --> masked visual-word logits
@@ -17,8 +17,9 @@ embedding"). The labels are motions, and a convolution over (map, change) finds 
 turn anywhere in the picture with the same weights; a transformer fed flattened maps would have
 to learn every position's motion separately (it stayed at chance for 1,000 steps here).
 
-The two stages are separate modules so that they export to separate graphs: the worker runs
-the frame encoder once per frame and the window encoder once per window.
+The stages export to separate graphs: the worker runs the frame encoder and the motion
+embedding's `step` (a frame with its predecessor) once per frame, and only the transformer
+(`forward_tokens`) once per window.
 """
 
 from __future__ import annotations
@@ -139,7 +140,7 @@ def _wrap_shift(x: torch.Tensor, dim: int, step: int) -> torch.Tensor:
 
 
 class MotionEmbedding(nn.Module):
-    """Features [B, T, C*h*w] -> tokens [B, T, d].
+    """Features [B, T, C*h*w] -> tokens [B, T, d], one frame at a time (`step`).
 
     Each frame's map f, its change since the previous frame d, and the products of d with the
     map's spatial gradients go through shared convolutions, pooled over the picture. The
@@ -163,17 +164,26 @@ class MotionEmbedding(nn.Module):
         )
         self.out = nn.Linear(4 * m, cfg.d_model)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        b, t, _ = features.shape
-        f = features.reshape(b * t, self.c, self.side, self.side)
-        prev = torch.cat([features[:, :1], features[:, :-1]], dim=1)  # the first frame: no change
-        d = f - prev.reshape(b * t, self.c, self.side, self.side)
+    def step(self, features: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """One token per frame: features [N, D] and the previous frame's [N, D] -> [N, d].
+
+        Depends on nothing else in the window, so the worker computes it once per frame.
+        """
+        n = features.shape[0]
+        f = features.reshape(n, self.c, self.side, self.side)
+        d = f - prev.reshape(n, self.c, self.side, self.side)
         gx = (_wrap_shift(f, 3, -1) - _wrap_shift(f, 3, 1)) * 0.5
         gy = (_wrap_shift(f, 2, -1) - _wrap_shift(f, 2, 1)) * 0.5
         x = self.net(torch.cat([f, d, d * gx, d * gy], dim=1))
         # Mean says how much of a motion there is; max finds a small object's motion anywhere.
         x = torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)
-        return self.out(x).view(b, t, -1)
+        return self.out(x)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Features [B, T, D] -> tokens [B, T, d]; a window's first frame sees no change."""
+        b, t, dim = features.shape
+        prev = torch.cat([features[:, :1], features[:, :-1]], dim=1)
+        return self.step(features.reshape(b * t, dim), prev.reshape(b * t, dim)).view(b, t, -1)
 
 
 class SelfAttention(nn.Module):
@@ -216,7 +226,11 @@ class Block(nn.Module):
 
 
 class WindowEncoder(nn.Module):
-    """float [B, T, D] frame features -> (scores [B, C], embedding [B, E])."""
+    """float [B, T, D] frame features -> (scores [B, C], embedding [B, E]).
+
+    Two parts, exported as two graphs: `step` (per frame: features and the previous frame's ->
+    token) and `forward_tokens` (per window: the transformer and heads over T tokens).
+    """
 
     def __init__(self, cfg: VideoBertConfig):
         super().__init__()
@@ -248,14 +262,23 @@ class WindowEncoder(nn.Module):
         d2 = (features * features).sum(-1, keepdim=True) - 2 * features @ cb.t() + (cb * cb).sum(-1)
         return d2.argmin(-1)
 
-    def encode(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Transformer states [B, T+1, d]; `mask` [B, T] bool hides frames for MLM."""
+    def step(self, features: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+        """A frame's token [N, d] from its features [N, D] and its window predecessor's [N, D]
+        (the frame itself for a window's first frame). The motion_encoder graph."""
         if self.cfg.input_mode == "tokens":
-            x = self.token_emb(self.quantize(features))
-        else:
-            if mask is not None:
-                features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
-            x = self.motion(features)
+            return self.token_emb(self.quantize(features))
+        return self.motion.step(features, prev)
+
+    def embed(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens [B, T, d] of whole windows of features [B, T, D]."""
+        if self.cfg.input_mode == "tokens":
+            return self.token_emb(self.quantize(features))
+        if mask is not None:
+            features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
+        return self.motion(features)
+
+    def encode_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformer states [B, T+1, d] from tokens [B, T, d]; `mask` [B, T] bool hides frames."""
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
@@ -264,6 +287,10 @@ class WindowEncoder(nn.Module):
             x = block(x)
         return self.ln_f(x)
 
+    def encode(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformer states [B, T+1, d]; `mask` [B, T] bool hides frames for MLM."""
+        return self.encode_tokens(self.embed(features, mask), mask)
+
     def heads(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(label logits [B, C], embedding [B, E] L2-normalised) from the CLS state."""
         cls = states[:, 0]
@@ -271,10 +298,14 @@ class WindowEncoder(nn.Module):
         e = e * torch.rsqrt((e * e).sum(-1, keepdim=True) + 1e-12)
         return self.head_labels(cls), e
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, embedding = self.heads(self.encode(features))
+    def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [B, T, d] -> (scores [B, C], embedding [B, E]): the window_encoder graph."""
+        logits, embedding = self.heads(self.encode_tokens(tokens))
         scores = torch.sigmoid(logits) if self.cfg.multi_label else F.softmax(logits, dim=-1)
         return scores, embedding
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_tokens(self.embed(features))
 
     def forward_train(
         self, features: torch.Tensor, mask: torch.Tensor | None = None

@@ -7,13 +7,14 @@ same graph.
 - FP16: ONNX Runtime's float16 converter (onnxruntime.transformers.float16, the maintained fork
   of onnxconverter-common's, which also retypes Cast nodes; the original leaves `Cast(to=FLOAT)`
   feeding FP16 consumers and the graph fails to load), mixed precision. Graph I/O keeps its types
-  (uint8 frames / float32 features in, float32 out) and numerically touchy ops stay FP32:
+  (uint8 frames / float32 features or tokens in, float32 out) and numerically touchy ops stay FP32:
   LayerNormalization and Softmax (large sums of exponentials), and the whole L2-normalisation
   tail of the embedding head (x*x summed can overflow FP16's 65504).
 - INT8: explicit QuantizeLinear/DequantizeLinear pairs from onnxruntime.quantization in QDQ
   format, symmetric (zero point 0, which is what TensorRT accepts), per-channel weights,
-  activations calibrated on generated clips. The layer on the image and the layer reading the
-  temporal difference stay float (`int8_keep_float_nodes`).
+  activations calibrated on generated clips (for the motion encoder: each frame's features with
+  its window predecessor's; for the window encoder: the windows' tokens). The layer on the image
+  and the layer reading the temporal difference stay float (`int8_keep_float_nodes`).
 """
 
 from __future__ import annotations
@@ -136,17 +137,26 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     return fp16
 
 
-class ArrayCalibrationReader:
-    """onnxruntime.quantization CalibrationDataReader over in-memory batches for one input."""
+Feed = np.ndarray | dict[str, np.ndarray]  # one input's batch, or a batch of every input by name
 
-    def __init__(self, input_name: str, batches: Iterable[np.ndarray]):
+
+class ArrayCalibrationReader:
+    """onnxruntime.quantization CalibrationDataReader over in-memory batches.
+
+    A bare array feeds `input_name`; a dict feeds a graph with several inputs (the motion
+    encoder's features and prev_features).
+    """
+
+    def __init__(self, input_name: str, batches: Iterable[Feed]):
         self.input_name = input_name
         self._batches = list(batches)
-        self._it: Iterator[np.ndarray] = iter(self._batches)
+        self._it: Iterator[Feed] = iter(self._batches)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._it, None)
-        return None if batch is None else {self.input_name: batch}
+        if batch is None or isinstance(batch, dict):
+            return batch
+        return {self.input_name: batch}
 
     def rewind(self) -> None:
         self._it = iter(self._batches)
@@ -210,12 +220,13 @@ def int8_keep_float_nodes(model: onnx.ModelProto, op_types: Iterable[str] = INT8
 
 def to_int8_qdq(
     model: onnx.ModelProto,
-    calibration: Iterable[np.ndarray],
+    calibration: Iterable[Feed],
     nodes_to_exclude: Iterable[str] = (),
     op_types: Iterable[str] = INT8_OPS,
     method: str = "MinMax",
 ) -> onnx.ModelProto:
-    """INT8 QDQ copy of an FP32 graph, activation ranges calibrated on `calibration` batches."""
+    """INT8 QDQ copy of an FP32 graph, activation ranges calibrated on `calibration` batches
+    (arrays for a one-input graph, dicts by input name otherwise)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

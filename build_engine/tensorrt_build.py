@@ -70,10 +70,13 @@ def gpu_compute_capability(cuda: ModuleType, device: int = 0) -> tuple[int, int]
 def graph_profiles(
     manifest: ModelManifest, precision: str, windows: Profile
 ) -> dict[str, tuple[str, Profile]]:
-    """ONNX file and batch profile per graph: the frame encoder's batch is frames (T per window)."""
+    """ONNX file and batch profile per graph: the frame and motion encoders' batch is frames
+    (up to T per window, when whole windows go through them), the others' windows."""
     graphs = manifest.graphs[precision]
+    frames = windows.scaled(manifest.num_frames)
     out = {
-        "frame_encoder": (graphs["frame_encoder"], windows.scaled(manifest.num_frames)),
+        "frame_encoder": (graphs["frame_encoder"], frames),
+        "motion_encoder": (graphs["motion_encoder"], frames),
         "window_encoder": (graphs["window_encoder"], windows),
     }
     if "whole_window" in graphs:

@@ -1,8 +1,17 @@
 """The one interface every inference runtime implements.
 
-Two stages make inference incremental: `encode_frames` runs once per frame, and its features
-wait in the stream's ring buffer; `encode_windows` runs once per window over T cached features.
-`infer_windows` is the whole-window path, kept for benchmarks and parity tests.
+Inference is incremental: everything that depends on one frame (and its predecessor) runs once
+per frame, and only the transformer runs per window.
+
+    encode_frames   uint8 [N, H, W, 3]          -> features [N, D]   once per frame
+    encode_steps    features [N, D], prev [N, D] -> tokens [N, d]     once per frame: the frame's
+                    token from its features and the change since the previous frame of its window
+    encode_tokens   tokens [B, T, d]             -> scores, embedding  once per window
+
+A window's first token sees no change (prev = the frame itself), so a token cached from a
+stream cannot serve as token 0; `encode_token_windows` recomputes that one. `encode_windows`
+(features of whole windows) and `infer_windows` (pixels of whole windows, one graph) give the
+same results and stay for padded windows, benchmarks and parity tests.
 All inputs are uint8 RGB; normalisation lives inside the graphs. All outputs are float32.
 """
 
@@ -12,6 +21,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+
+from engines.validation import check_features, check_rows, check_tokens
 
 
 class EngineInfo(BaseModel):
@@ -26,6 +37,7 @@ class EngineInfo(BaseModel):
     num_frames: int  # T
     image_size: tuple[int, int]  # (H, W)
     feature_dim: int  # D
+    token_dim: int  # d, width of the per-frame tokens the transformer reads
     embed_dim: int  # E
     max_batch: int  # largest window batch the engine was sized for
 
@@ -38,12 +50,40 @@ class Engine(ABC):
         """uint8 [N, H, W, 3] -> float32 [N, D]."""
 
     @abstractmethod
-    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [B, T, D] -> (scores float32 [B, C], embedding float32 [B, E], L2-normalised)."""
+    def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        """float32 [N, D], [N, D] -> float32 [N, d]: each frame's token given the previous frame
+        of its window (pass the frame itself where there is none)."""
+
+    @abstractmethod
+    def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [B, T, d] -> (scores float32 [B, C], embedding float32 [B, E], L2-normalised)."""
 
     @abstractmethod
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B, T, H, W, 3] -> (scores [B, C], embedding [B, E]) in one graph."""
+
+    def encode_token_windows(
+        self, first_features: np.ndarray, tokens: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Windows from cached per-frame tokens [B, T, d]; token 0 is recomputed from the first
+        frame's features [B, D] as a frame with no predecessor."""
+        m = self.metadata
+        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        first = check_rows(first_features, m.feature_dim, "first_features")
+        if first.shape[0] != tokens.shape[0]:
+            raise ValueError(f"{first.shape[0]} first_features for {tokens.shape[0]} windows")
+        tokens = tokens.copy()
+        tokens[:, 0] = self.encode_steps(first, first)
+        return self.encode_tokens(tokens)
+
+    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [B, T, D] -> (scores [B, C], embedding [B, E]): steps then tokens."""
+        m = self.metadata
+        features = check_features(features, m.num_frames, m.feature_dim)
+        b, t, d = features.shape
+        prev = np.concatenate([features[:, :1], features[:, :-1]], axis=1)
+        tokens = self.encode_steps(features.reshape(b * t, d), prev.reshape(b * t, d))
+        return self.encode_tokens(tokens.reshape(b, t, -1))
 
     def warmup(self) -> None:
         """Run every stage once at the largest batch so the first real request is not slow."""
@@ -51,7 +91,10 @@ class Engine(ABC):
         t = self.metadata.num_frames
         b = self.metadata.max_batch
         feats = self.encode_frames(np.zeros((min(b * t, 64), h, w, 3), np.uint8))
-        self.encode_windows(np.zeros((b, t, feats.shape[1]), np.float32))
+        self.encode_steps(feats, feats)
+        self.encode_token_windows(
+            np.zeros((b, feats.shape[1]), np.float32), np.zeros((b, t, self.metadata.token_dim), np.float32)
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most engines hold nothing to free
         """Free device memory and threads."""

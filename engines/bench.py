@@ -1,16 +1,21 @@
 """Engine throughput: one backend/precision/batch cell of `vbw bench engine`.
 
-Four workloads, each timed after warm-up calls, as the median of repeats taken in turn:
+Workloads, each timed after warm-up calls, as the median of repeats taken in turn:
 
-- frames       encode_frames on B frames                        -> frames/s
-- windows      encode_windows on B windows of T cached features -> windows/s
-- incremental  B windows each advancing by S frames: encode_frames(B*S) + encode_windows(B),
-               the worker's path (each frame through the frame encoder once)
-- whole        infer_windows on B clips of T frames: every window recomputes all T frames
+- frames       encode_frames on B frames                                -> frames/s
+- steps        encode_steps on B frames (token from features + prev)    -> frames/s
+- windows      encode_token_windows on B windows of T cached tokens     -> windows/s
+- incremental  B windows each advancing by S frames, what the worker does per step:
+               encode_frames(B*S) + encode_steps(B*S) + encode_token_windows(B)
+               (every frame through the frame and motion encoders once)
+- whole        infer_windows on B clips of T frames (the one whole_window graph where the
+               precision has one): every window recomputes all T frames
+- recompute    encode_frames(B*T) + encode_windows(B): whole-window recompute through the
+               stage graphs (the only whole-window path at precisions without a whole graph)
 
-For the last two, "stream frames/s" is B*S frames of video consumed per step / step time: how
-fast a video can be followed. Their ratio is the incremental path's gain (about T/S when the
-frame encoder dominates).
+For the last three, "stream frames/s" is B*S frames of video consumed per step / step time: how
+fast a video can be followed. incremental / whole is the incremental path's gain, T/S at most
+(reached when the per-window transformer costs nothing next to T frames' per-frame work).
 """
 
 from __future__ import annotations
@@ -67,18 +72,31 @@ class CellResult:
     num_frames: int  # T
     stride: int  # S
     frames_per_s: float  # frame encoder alone, B frames per call
-    windows_per_s: float  # window encoder alone, B windows per call
+    steps_per_s: float  # motion encoder alone, B frames per call
+    windows_per_s: float  # encode_token_windows alone, B windows per call
     incremental_windows_per_s: float
     incremental_stream_frames_per_s: float
-    whole_windows_per_s: float
+    whole_windows_per_s: float  # infer_windows
     whole_stream_frames_per_s: float
+    recompute_windows_per_s: float  # encode_frames(B*T) + encode_windows(B)
+    recompute_stream_frames_per_s: float
 
     @property
     def incremental_gain(self) -> float:
+        """Incremental over whole-window recompute (infer_windows)."""
         return self.incremental_stream_frames_per_s / self.whole_stream_frames_per_s
 
+    @property
+    def recompute_gain(self) -> float:
+        """Incremental over recompute through the stage graphs."""
+        return self.incremental_stream_frames_per_s / self.recompute_stream_frames_per_s
+
     def to_dict(self) -> dict:
-        return {**asdict(self), "incremental_gain": self.incremental_gain}
+        return {
+            **asdict(self),
+            "incremental_gain": self.incremental_gain,
+            "recompute_gain": self.recompute_gain,
+        }
 
 
 def bench_cell(
@@ -92,22 +110,37 @@ def bench_cell(
 ) -> CellResult:
     m = engine.metadata
     t, (h, w) = m.num_frames, m.image_size
+    if not 1 <= stride <= t:
+        raise ValueError(f"stride must be in 1..T={t}, got {stride}")
     rng = np.random.default_rng(seed)
     clips = rng.integers(0, 256, (batch, t, h, w, 3), dtype=np.uint8)
-    frames = clips[:, 0]  # B frames
-    new_frames = np.ascontiguousarray(clips[:, :stride].reshape(batch * stride, h, w, 3))
+    frames = np.ascontiguousarray(clips[:, 0])  # B frames
     feats = engine.encode_frames(clips.reshape(batch * t, h, w, 3)).reshape(batch, t, -1)
+    prev = np.concatenate([feats[:, :1], feats[:, :-1]], axis=1)
+    tokens = engine.encode_steps(feats.reshape(batch * t, -1), prev.reshape(batch * t, -1))
+    tokens = tokens.reshape(batch, t, -1)
+    first = np.ascontiguousarray(feats[:, 0])
+    # Per step, each window's S newest frames: their pixels, and the frames before them (prev).
+    new_frames = np.ascontiguousarray(clips[:, t - stride :].reshape(batch * stride, h, w, 3))
+    new_prev = np.ascontiguousarray(prev[:, t - stride :].reshape(batch * stride, -1))
 
     def incremental() -> None:
-        engine.encode_frames(new_frames)
-        engine.encode_windows(feats)
+        f = engine.encode_frames(new_frames)
+        engine.encode_steps(f, new_prev)
+        engine.encode_token_windows(first, tokens)
+
+    def recompute() -> None:
+        f = engine.encode_frames(clips.reshape(batch * t, h, w, 3))
+        engine.encode_windows(f.reshape(batch, t, -1))
 
     timed = measure_interleaved(
         {
             "frames": lambda: engine.encode_frames(frames),
-            "windows": lambda: engine.encode_windows(feats),
+            "steps": lambda: engine.encode_steps(first, first),
+            "windows": lambda: engine.encode_token_windows(first, tokens),
             "incremental": incremental,
             "whole": lambda: engine.infer_windows(clips),
+            "recompute": recompute,
         },
         repeats,
         warmup,
@@ -121,9 +154,12 @@ def bench_cell(
         num_frames=t,
         stride=stride,
         frames_per_s=batch / sec["frames"],
+        steps_per_s=batch / sec["steps"],
         windows_per_s=batch / sec["windows"],
         incremental_windows_per_s=batch / sec["incremental"],
         incremental_stream_frames_per_s=batch * stride / sec["incremental"],
         whole_windows_per_s=batch / sec["whole"],
         whole_stream_frames_per_s=batch * stride / sec["whole"],
+        recompute_windows_per_s=batch / sec["recompute"],
+        recompute_stream_frames_per_s=batch * stride / sec["recompute"],
     )

@@ -38,7 +38,10 @@ class ModelManifest(BaseModel):
     num_frames: int  # T
     image_size: tuple[int, int]  # (height, width) the frame encoder expects
     normalization: Normalization
-    feature_dim: int  # D, frame feature width between the two stages
+    feature_dim: int  # D, frame feature width (frame_encoder -> motion_encoder)
+    # d, per-frame token width (motion_encoder -> window_encoder); absent in model dirs exported
+    # before the per-frame motion tokens, which the engines refuse with "re-export".
+    token_dim: int | None = None
     embed_dim: int  # E
     # Graph files per precision: {"fp32": {"frame_encoder": "frame_encoder.onnx", ...}, ...}
     graphs: dict[str, dict[str, str]]

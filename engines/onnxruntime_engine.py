@@ -1,6 +1,7 @@
 """ONNX Runtime engine: the CPU default (CUDA / TensorRT execution providers where installed).
 
-One InferenceSession per stage graph. Threads are set explicitly and idle intra-op threads do
+One InferenceSession per stage graph (frame, motion, window encoders; the whole-window graph
+opened on first use). Threads are set explicitly and idle intra-op threads do
 not spin by default, so a worker's decode threads keep their cores.
 """
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
-from engines.validation import check_clips, check_features, check_frames, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 # Short names accepted for `providers`; "auto" = the fastest one this onnxruntime build has.
@@ -87,6 +88,7 @@ class OnnxRuntimeEngine(Engine):
         self._opts = opts
         graphs = self.manifest.graphs[precision]
         self._frame = self._session(graphs["frame_encoder"])
+        self._motion = self._session(graphs["motion_encoder"])
         self._window = self._session(graphs["window_encoder"])
         self._whole_file = graphs.get("whole_window")
         self._whole: Any = None  # opened on first infer_windows: the worker never needs it
@@ -104,6 +106,7 @@ class OnnxRuntimeEngine(Engine):
             num_frames=m.num_frames,
             image_size=tuple(m.image_size),
             feature_dim=m.feature_dim,
+            token_dim=m.token_dim,
             embed_dim=m.embed_dim,
             max_batch=max_batch,
         )
@@ -123,10 +126,14 @@ class OnnxRuntimeEngine(Engine):
         frames = check_frames(frames, self.metadata.image_size)
         return self._frame.run(None, {"frames": frames})[0]
 
-    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        features, prev = check_steps(features, prev, self.metadata.feature_dim)
+        return self._motion.run(None, {"features": features, "prev_features": prev})[0]
+
+    def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        features = check_features(features, m.num_frames, m.feature_dim)
-        scores, embedding = self._window.run(None, {"features": features})
+        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        scores, embedding = self._window.run(None, {"tokens": tokens})
         return scores, embedding
 
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -143,4 +150,4 @@ class OnnxRuntimeEngine(Engine):
         return scores, embedding
 
     def close(self) -> None:
-        self._frame = self._window = self._whole = None
+        self._frame = self._motion = self._window = self._whole = None

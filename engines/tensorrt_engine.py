@@ -4,8 +4,11 @@
   capability, ONNX sha256, precision and batch profile. A missing plan is compiled once and
   stored (logged), so later starts only deserialise; a plan that `deserialize_cuda_engine`
   refuses (None) is dropped and rebuilt once. `vbw build-engine` fills the cache ahead of time.
+- One plan per stage graph: frame_encoder and motion_encoder (profiles over frames, T per
+  window), window_encoder (over windows), and whole_window where the precision has one.
 - Name-based I/O: `num_io_tensors`, `get_tensor_name`, `get_tensor_mode`, `get_tensor_dtype`;
-  `set_input_shape` per call, `set_tensor_address` once (buffers never move), `execute_async_v3`.
+  `set_input_shape` per input per call (the motion encoder has two: features, prev_features),
+  `set_tensor_address` once (buffers never move), `execute_async_v3`.
 - Page-locked host buffers and device buffers sized for the profile's max batch; copies in,
   inference and copies out are queued on one stream and synchronised once per call.
 - The CUDA context belongs to the inference thread: the device's primary context is retained
@@ -34,7 +37,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.plan_cache import PlanCache, Profile
-from engines.validation import check_clips, check_features, check_frames, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
 
 
 @dataclass
@@ -105,6 +108,7 @@ class TensorRTEngine(Engine):
             num_frames=m.num_frames,
             image_size=tuple(m.image_size),
             feature_dim=m.feature_dim,
+            token_dim=m.token_dim,
             embed_dim=m.embed_dim,
             max_batch=max_batch,
         )
@@ -174,13 +178,20 @@ class TensorRTEngine(Engine):
 
     # -- inference --------------------------------------------------------------------------------
 
-    def _run(self, graph: str, x: np.ndarray) -> list[np.ndarray]:
+    def _run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """Run `graph` on its inputs by tensor name (one batch size), in chunks of at most the
+        profile's max batch."""
         self._ensure_ready()
         stage = self._stages[graph]
-        if len(x) == 0:
+        names = sorted(b.name for b in stage.inputs)
+        if sorted(feeds) != names:
+            raise ValueError(f"tensorrt {graph}: inputs {sorted(feeds)} given, the plan takes {names}")
+        n = len(next(iter(feeds.values())))
+        if n == 0:
             return [out.host[:0].astype(np.float32) for out in stage.outputs]
         results = [
-            self._run_chunk(stage, x[i : i + stage.max_batch]) for i in range(0, len(x), stage.max_batch)
+            self._run_chunk(stage, {k: x[i : i + stage.max_batch] for k, x in feeds.items()})
+            for i in range(0, n, stage.max_batch)
         ]
         return (
             [np.concatenate(parts) for parts in zip(*results, strict=True)]
@@ -188,13 +199,14 @@ class TensorRTEngine(Engine):
             else results[0]
         )
 
-    def _run_chunk(self, stage: _Stage, x: np.ndarray) -> list[np.ndarray]:
+    def _run_chunk(self, stage: _Stage, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         cuda, stream = self._cuda, self._stream
-        b = len(x)
-        (inp,) = stage.inputs
-        np.copyto(inp.host[:b], x, casting="same_kind")
-        stage.context.set_input_shape(inp.name, x.shape)
-        cuda.memcpy_htod_async(inp.device, inp.host[:b], stream)
+        b = len(next(iter(feeds.values())))
+        for inp in stage.inputs:
+            x = feeds[inp.name]
+            np.copyto(inp.host[:b], x, casting="same_kind")
+            stage.context.set_input_shape(inp.name, x.shape)
+            cuda.memcpy_htod_async(inp.device, inp.host[:b], stream)
         if not stage.context.execute_async_v3(stream.handle):
             raise RuntimeError(f"tensorrt {stage.graph}: execute_async_v3 failed (batch {b})")
         for out in stage.outputs:
@@ -205,11 +217,16 @@ class TensorRTEngine(Engine):
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         frames = check_frames(frames, self.metadata.image_size)
-        return self._run("frame_encoder", frames)[0]
+        return self._run("frame_encoder", {"frames": frames})[0]
 
-    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        features, prev = check_steps(features, prev, self.metadata.feature_dim)
+        return self._run("motion_encoder", {"features": features, "prev_features": prev})[0]
+
+    def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        scores, embedding = self._run("window_encoder", check_features(features, m.num_frames, m.feature_dim))
+        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        scores, embedding = self._run("window_encoder", {"tokens": tokens})
         return scores, embedding
 
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +237,7 @@ class TensorRTEngine(Engine):
             b, t = clips.shape[:2]
             feats = self.encode_frames(clips.reshape(b * t, *clips.shape[2:]))
             return self.encode_windows(feats.reshape(b, t, -1))
-        scores, embedding = self._run("whole_window", clips)
+        scores, embedding = self._run("whole_window", {"clips": clips})
         return scores, embedding
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
-from engines.validation import check_clips, check_features, check_frames, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
 
 
 class TorchEngine(Engine):
@@ -69,14 +69,15 @@ class TorchEngine(Engine):
             num_frames=m.num_frames,
             image_size=tuple(m.image_size),
             feature_dim=m.feature_dim,
+            token_dim=self.model.cfg.d_model,
             embed_dim=m.embed_dim,
             max_batch=max_batch,
         )
 
-    def _run(self, fn: Any, x: np.ndarray) -> Any:
+    def _run(self, fn: Any, *xs: np.ndarray) -> Any:
         torch = self._torch
         with torch.inference_mode(), torch.autocast("cuda", torch.float16, enabled=self._autocast):
-            return fn(torch.from_numpy(x).to(self._device, non_blocking=True))
+            return fn(*(torch.from_numpy(x).to(self._device, non_blocking=True) for x in xs))
 
     def _numpy(self, t: Any) -> np.ndarray:
         return t.float().cpu().numpy()
@@ -85,10 +86,14 @@ class TorchEngine(Engine):
         frames = check_frames(frames, self.metadata.image_size)
         return self._numpy(self._run(self.model.frame_encoder, frames))
 
-    def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
+        features, prev = check_steps(features, prev, self.metadata.feature_dim)
+        return self._numpy(self._run(self.model.window_encoder.step, features, prev))
+
+    def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        features = check_features(features, m.num_frames, m.feature_dim)
-        scores, embedding = self._run(self.model.window_encoder, features)
+        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        scores, embedding = self._run(self.model.window_encoder.forward_tokens, tokens)
         return self._numpy(scores), self._numpy(embedding)
 
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -26,6 +26,28 @@ def check_features(features: np.ndarray, num_frames: int, dim: int) -> np.ndarra
     return np.ascontiguousarray(features, dtype=np.float32)
 
 
+def check_rows(x: np.ndarray, dim: int, name: str = "features") -> np.ndarray:
+    if x.ndim != 2 or x.shape[1] != dim:
+        raise ValueError(f"{name} must be [N, {dim}], got {list(x.shape)}")
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def check_steps(features: np.ndarray, prev: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """encode_steps' inputs: two [N, D] arrays with the same N."""
+    features, prev = check_rows(features, dim), check_rows(prev, dim, "prev")
+    if features.shape[0] != prev.shape[0]:
+        raise ValueError(
+            f"prev must have one row per frame: {prev.shape[0]} rows for {features.shape[0]} frames"
+        )
+    return features, prev
+
+
+def check_tokens(tokens: np.ndarray, num_frames: int, dim: int) -> np.ndarray:
+    if tokens.ndim != 3 or tokens.shape[1:] != (num_frames, dim):
+        raise ValueError(f"tokens must be [B, {num_frames}, {dim}], got {list(tokens.shape)}")
+    return np.ascontiguousarray(tokens, dtype=np.float32)
+
+
 def check_clips(clips: np.ndarray, num_frames: int, image_size: tuple[int, int]) -> np.ndarray:
     h, w = image_size
     want = (num_frames, h, w, 3)
@@ -51,5 +73,11 @@ def open_model(
         raise ModelDirError(
             f"{model_dir}: no {precision} frame/window graphs in model.json "
             f"(precisions present: {', '.join(manifest.graphs) or 'none'})"
+        )
+    if "motion_encoder" not in graphs or manifest.token_dim is None:
+        raise ModelDirError(
+            f"{model_dir}: model.json has no {precision} motion_encoder graph or no token_dim: it was "
+            "exported before per-frame motion tokens; re-export it with `vbw export --checkpoint "
+            f"{model_dir / (manifest.checkpoint or 'checkpoint.pt')} --out {model_dir}`"
         )
     return model_dir, manifest

@@ -36,13 +36,18 @@ def test_bench_cell_reports_consistent_rates(tiny_model_dir: Path) -> None:
     )
     for rate in (
         cell.frames_per_s,
+        cell.steps_per_s,
         cell.windows_per_s,
         cell.incremental_windows_per_s,
         cell.whole_windows_per_s,
+        cell.recompute_windows_per_s,
     ):
         assert np.isfinite(rate) and rate > 0
     assert cell.incremental_stream_frames_per_s == pytest.approx(cell.incremental_windows_per_s * 4)
     assert cell.incremental_gain == pytest.approx(cell.incremental_windows_per_s / cell.whole_windows_per_s)
+    assert cell.recompute_gain == pytest.approx(cell.incremental_windows_per_s / cell.recompute_windows_per_s)
+    with load_engine(tiny_model_dir, intra_op_threads=1) as engine, pytest.raises(ValueError, match="stride"):
+        bench_cell(engine, batch=1, stride=9, repeats=1, warmup=1, min_time=0.0)
 
 
 def test_cli_table_and_json(tiny_model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,7 +58,7 @@ def test_cli_table_and_json(tiny_model_dir: Path, tmp_path: Path, capsys: pytest
     assert vbw(args) == 0
     printed = capsys.readouterr().out
     assert "batch 8, fp32: onnxruntime" in printed and "vs torch eager" in printed
-    assert "incremental" in printed and "whole-window recompute" in printed
+    assert "incremental" in printed and "whole-window recompute" in printed and "recomp fr/s" in printed
     doc = json.loads(out.read_text())
     cells = {(r["backend"], r["precision"], r["batch"]) for r in doc["results"]}
     assert cells == {

@@ -61,9 +61,10 @@ def test_metadata_and_warmup(tiny_model_dir: Path) -> None:
             "tiny",
             "0.0.1",
         )
-        assert (m.num_frames, m.image_size, m.feature_dim, m.embed_dim, m.max_batch) == (
+        assert (m.num_frames, m.image_size, m.feature_dim, m.token_dim, m.embed_dim, m.max_batch) == (
             8,
             (32, 32),
+            32,
             32,
             16,
             4,
@@ -137,6 +138,16 @@ def test_missing_and_corrupt_model_dirs(tiny_model_dir: Path, tmp_path: Path) ->
     (missing / "frame_encoder.int8.onnx").unlink()
     with pytest.raises(ModelDirError, match=r"frame_encoder\.int8\.onnx: listed in model\.json but missing"):
         load_engine(missing, precision="int8")
+
+    old = tmp_path / "before-motion-tokens"  # exported before the motion_encoder graph existed
+    shutil.copytree(tiny_model_dir, old)
+    doc = json.loads((old / "model.json").read_text())
+    del doc["token_dim"]
+    for graphs in doc["graphs"].values():
+        del graphs["motion_encoder"]
+    (old / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelDirError, match=r"no fp32 motion_encoder graph or no token_dim.*re-export"):
+        load_engine(old)
 
     no_int8 = tmp_path / "no-int8"
     shutil.copytree(tiny_model_dir, no_int8)

@@ -121,6 +121,7 @@ def test_graph_profiles_scale_frames_by_t(tiny_model_dir: Path) -> None:
     windows = Profile(1, 4, 16)
     fp32 = graph_profiles(m, "fp32", windows)
     assert fp32["frame_encoder"] == ("frame_encoder.onnx", Profile(1, 32, 128))  # T = 8 frames per window
+    assert fp32["motion_encoder"] == ("motion_encoder.onnx", Profile(1, 32, 128))  # per frame too
     assert fp32["window_encoder"] == ("window_encoder.onnx", windows)
     assert fp32["whole_window"] == ("whole_window.onnx", windows)
     assert "whole_window" not in graph_profiles(m, "int8", windows)  # composed from the stages
@@ -185,6 +186,11 @@ def test_tensorrt_matches_onnxruntime(
         feats = engine.encode_frames(clips.reshape(b * t, *clips.shape[2:])).reshape(b, t, -1)
         inc, _ = engine.encode_windows(feats)
         assert np.abs(inc - scores).max() <= max(atol, 1e-4)
+        # Tokens cached per frame (each with its predecessor), token 0 redone by the engine.
+        flat = feats.reshape(b * t, -1)
+        tokens = engine.encode_steps(flat, np.concatenate([flat[:1], flat[:-1]]))
+        cached, _ = engine.encode_token_windows(feats[:, 0], tokens.reshape(b, t, -1))
+        assert np.abs(cached - scores).max() <= max(atol, 1e-4)
     finally:
         engine.close()
 
@@ -197,7 +203,7 @@ def test_plans_are_cached_and_bad_plans_rebuilt_once(tiny_model_dir: Path, tmp_p
     with load_engine(tiny_model_dir, "tensorrt", "fp16", cache_dir=tmp_path) as first:
         want = first.infer_windows(clips)[0]
     plans = sorted(tmp_path.glob("*.plan"))
-    assert {p.name.split(".")[0] for p in plans} == {"frame_encoder", "window_encoder"}
+    assert {p.name.split(".")[0] for p in plans} == {"frame_encoder", "motion_encoder", "window_encoder"}
     assert list(tmp_path.glob("timing.*.cache"))
     stamps = {p: p.stat().st_mtime_ns for p in plans}
     with load_engine(tiny_model_dir, "tensorrt", "fp16", cache_dir=tmp_path, build_missing=False) as second:
@@ -218,7 +224,7 @@ def test_cuda_context_belongs_to_the_inference_thread(tiny_model_dir: Path, tmp_
 
     def other_thread() -> None:
         try:
-            engine.encode_windows(np.zeros((1, 8, 32), np.float32))
+            engine.encode_tokens(np.zeros((1, 8, 32), np.float32))
         except RuntimeError as e:
             errors.append(e)
 
@@ -250,4 +256,4 @@ def test_vbw_build_engine_fills_the_cache(tiny_model_dir: Path, tmp_path: Path) 
         ]
     )
     assert rc == 0
-    assert len(list(tmp_path.glob("*.plan"))) == 7  # fp32: 3 graphs, fp16 and int8: 2 each
+    assert len(list(tmp_path.glob("*.plan"))) == 10  # fp32: 4 graphs, fp16 and int8: 3 each

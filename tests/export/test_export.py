@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto
 from tiny_model import TINY
 
-from build_engine.export import GRAPH_IO, PRECISIONS, export_model, graph_filename
+from build_engine.export import GRAPH_IO, PRECISIONS, STAGES, ExportError, export_model, graph_filename
 from build_engine.precision import remove_cast_round_trips
 from build_engine.trt_compat import load_table, trt_problems
 from engines.manifest import load_manifest, sha256_file
@@ -44,33 +44,38 @@ def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None
         assert entry.bytes == (tiny_model_dir / name).stat().st_size
     assert set(m.graphs) == set(PRECISIONS)
     for precision in PRECISIONS:
-        assert {"frame_encoder", "window_encoder"} <= set(m.graphs[precision])
+        assert set(STAGES) <= set(m.graphs[precision])
     assert m.graphs["fp32"]["whole_window"] == "whole_window.onnx"
     assert m.graphs["int8"]["frame_encoder"] == graph_filename("frame_encoder", "int8")
     assert (m.labels, m.num_frames, tuple(m.image_size)) == (["a", "b", "c", "d", "e"], 8, (32, 32))
+    assert (m.feature_dim, m.token_dim) == (TINY["feature_dim"], TINY["d_model"])
     assert m.checkpoint == "checkpoint.pt" and m.training == {"note": "random init, tests only"}
     assert m.normalization.mean == (0.5, 0.5, 0.5)
 
 
 def test_graph_io_names_types_and_only_batch_dynamic(tiny_model_dir: Path) -> None:
     m = load_manifest(tiny_model_dir)
-    t, (h, w), d = m.num_frames, m.image_size, m.feature_dim
+    t, (h, w), d, k = m.num_frames, m.image_size, m.feature_dim, m.token_dim
     want_in = {
-        "frame_encoder": (TensorProto.UINT8, ["batch", h, w, 3]),
-        "window_encoder": (TensorProto.FLOAT, ["batch", t, d]),
-        "whole_window": (TensorProto.UINT8, ["batch", t, h, w, 3]),
+        "frame_encoder": [(TensorProto.UINT8, ["batch", h, w, 3])],
+        "motion_encoder": [(TensorProto.FLOAT, ["batch", d])] * 2,  # features, prev_features
+        "window_encoder": [(TensorProto.FLOAT, ["batch", t, k])],
+        "whole_window": [(TensorProto.UINT8, ["batch", t, h, w, 3])],
     }
+    seen = set()
     for precision, graph, proto in _graphs(tiny_model_dir):
+        seen.add(graph)
         onnx.checker.check_model(proto, full_check=True)
         inputs, outputs = GRAPH_IO[graph]
         assert [i.name for i in proto.graph.input] == list(inputs), (precision, graph)
         assert [o.name for o in proto.graph.output] == list(outputs), (precision, graph)
-        (inp,) = proto.graph.input
-        assert (_elem(inp), _dims(inp)) == want_in[graph], (precision, graph)
+        got = [(_elem(i), _dims(i)) for i in proto.graph.input]
+        assert got == want_in[graph], (precision, graph)
         for out in proto.graph.output:  # I/O types kept at every precision
             assert _elem(out) == TensorProto.FLOAT, (precision, graph, out.name)
             dims = _dims(out)
             assert dims[0] == "batch" and all(isinstance(x, int) for x in dims[1:]), (graph, dims)
+    assert seen == set(GRAPH_IO)
 
 
 def test_opset_and_layernorm_is_one_op(tiny_model_dir: Path) -> None:
@@ -84,6 +89,26 @@ def test_opset_and_layernorm_is_one_op(tiny_model_dir: Path) -> None:
         if graph == "whole_window":  # the frame encoder may add its own
             assert ops.count("LayerNormalization") >= n_layernorms, (precision, graph)
         assert "Pow" not in ops, (precision, graph)  # a decomposed LayerNorm squares with Pow
+
+
+def test_motion_runs_per_frame_and_window_encoder_is_the_transformer(tiny_model_dir: Path) -> None:
+    """The per-window graph holds no convolution: the motion embedding's convolutions sit in the
+    per-frame motion_encoder, which holds no attention."""
+    for precision, graph, proto in _graphs(tiny_model_dir):
+        ops = {n.op_type for n in proto.graph.node}
+        if graph == "window_encoder":
+            assert "Conv" not in ops and "Softmax" in ops, (precision, ops)
+        if graph == "motion_encoder":
+            assert "Conv" in ops and not ops & {"Softmax", "LayerNormalization"}, (precision, ops)
+
+
+def test_tokens_input_mode_is_refused_with_a_reason(tmp_path: Path) -> None:
+    from build_engine.model import VideoBERT, VideoBertConfig, save_checkpoint
+
+    model = VideoBERT(VideoBertConfig(**TINY, input_mode="tokens"))
+    save_checkpoint(model, str(tmp_path / "tokens.pt"))
+    with pytest.raises(ExportError, match="input_mode='tokens' models cannot be exported"):
+        export_model(tmp_path / "tokens.pt", tmp_path / "out")
 
 
 def _input_types(proto: onnx.ModelProto) -> dict[str, int]:
@@ -110,7 +135,7 @@ def test_fp16_is_mixed_with_touchy_ops_in_fp32(tiny_model_dir: Path) -> None:
 
 def test_int8_is_explicit_symmetric_qdq(tiny_model_dir: Path) -> None:
     m = load_manifest(tiny_model_dir)
-    for graph in ("frame_encoder", "window_encoder"):
+    for graph in STAGES:
         proto = onnx.load(tiny_model_dir / m.graphs["int8"][graph])
         ops = [n.op_type for n in proto.graph.node]
         assert ops.count("QuantizeLinear") > 0 and ops.count("DequantizeLinear") > 0
@@ -124,7 +149,9 @@ def test_int8_is_explicit_symmetric_qdq(tiny_model_dir: Path) -> None:
 def test_every_op_is_on_tensorrt_supported_list(tiny_model_dir: Path) -> None:
     table = load_table()
     assert table["source"].startswith("https://github.com/onnx/onnx-tensorrt/")
-    for precision, graph, proto in _graphs(tiny_model_dir):
+    graphs = _graphs(tiny_model_dir)
+    assert {g for _, g, _ in graphs} == set(GRAPH_IO)  # motion_encoder included
+    for precision, graph, proto in graphs:
         missing = sorted({n.op_type for n in proto.graph.node} - set(table["operators"]))
         assert missing == [], (precision, graph, missing)
         assert trt_problems(proto, table) == [], (precision, graph)
