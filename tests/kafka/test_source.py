@@ -24,6 +24,10 @@ from worker.sources.base import FramesReleased
 SIZE = (32, 32)
 
 
+def lag_partitions(ctx: PipelineSide) -> set[str]:
+    return {s.labels["partition"] for fam in ctx.metrics.kafka_lag.collect() for s in fam.samples}
+
+
 class PipelineSide:
     def __init__(self, auto_release: bool = True) -> None:
         self.metrics = Metrics()
@@ -248,6 +252,9 @@ def test_rebalance_hands_partitions_over_and_commits_on_revoke(broker):
     assert sorted(f.seq for f in ctx2.frames) == list(range(12, 20))
     lost = {(f.stream_id) for f in ctx2.frames}
     assert any(lost <= set(d) for d in ctx1.drops), f"s1 did not drop {lost}: {ctx1.drops}"
+    # lag is reported by the partition's owner only: s1 dropped the series of the one it lost
+    kept = {str(tp.partition) for tp in s1._consumer.assignment()}
+    wait_for(lambda: lag_partitions(ctx1) == kept, what=f"s1 lag series only for {kept}")
     ctx1.stop()
     ctx2.stop()
     t1.join(10)

@@ -488,6 +488,10 @@ class KafkaFrameSource(Source):
                 self.book.revoke(tp)
                 self._floor.pop(tp, None)
                 self._to_drop.extend(self._streams_of.pop(tp, ()))
+                if self._lag is not None:
+                    # Its new owner reports it now; a stale series here would double the group's lag.
+                    with contextlib.suppress(KeyError):
+                        self._lag.remove(tp[0], str(tp[1]))
             new = assigned - kept - set(self.book.assigned())
             for tp in new:
                 self.book.assign(tp, None)
