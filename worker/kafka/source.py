@@ -460,7 +460,9 @@ class KafkaFrameSource(Source):
                 )  # fmt: skip
                 consumer.seek_to_beginning(tp)
             elif self._lag is not None:
-                self._lag.labels(topic, str(partition)).set(hw - pos)
+                with self._lock:  # a revoke meanwhile removed its series: do not bring it back
+                    if (topic, partition) in self.book:
+                        self._lag.labels(topic, str(partition)).set(hw - pos)
 
     # -- rebalance (network thread) -----------------------------------------------------------
     def _revoke_prepare(self, tps: set[TP], commit: bool = True) -> dict[TopicPartition, OffsetAndMetadata]:
