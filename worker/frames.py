@@ -34,6 +34,9 @@ class Window:
     capture_time: float  # capture time of the newest frame, for end-to-end latency
     # Per-frame features [T, D] gathered from the stream's ring buffer (padded to the model's T).
     features: np.ndarray | None = None
+    # Per-frame tokens [T, d] (the engine's step over each frame and its predecessor) of a
+    # complete window; token 0 is recomputed at encode time as a frame with no predecessor.
+    tokens: np.ndarray | None = None
     source_refs: list[tuple[str, int, int]] = field(default_factory=list)
     # Stable id (stream, start_seq, model version; see worker.messages.window_id), set by the assembler.
     window_id: str = ""

@@ -44,7 +44,7 @@ from worker.metrics import Metrics
 from worker.refs import RefCounts, SourceRef
 from worker.sinks.base import Sink, WindowResult
 from worker.sources.base import Feedback, FramesReleased, Source, WindowDelivery
-from worker.windows import FrameMeta, SlidingWindowAssembler, Step
+from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
 
 log = logging.getLogger("vbw.pipeline")
 
@@ -487,10 +487,15 @@ class Pipeline:
                     log.info("stream %s: window state dropped (%s)", sid, item.reason)
 
     def _encode_frames(self, batch: list[Frame], windows: Batcher[Window]) -> None:
+        """Features and tokens of a batch of frames (both once per frame), into the windows."""
         assert self.engine is not None
         t0 = time.perf_counter()
         try:
             feats = self.engine.encode_frames(np.stack([f.image for f in batch]))
+            prev = predecessor_features(
+                [f.stream_id for f in batch], [f.seq for f in batch], feats, self._assemblers.get
+            )
+            tokens = self.engine.encode_steps(feats, prev)
         except Exception as e:
             log.error("encode_frames failed on %d frames: %s: %s", len(batch), type(e).__name__, e)
             for f in batch:
@@ -501,12 +506,12 @@ class Pipeline:
                     self._apply_step(f.stream_id, a.close("engine_error"), windows)
             return
         self.metrics.stage_seconds("encode_frames", time.perf_counter() - t0)
-        for f, feat in zip(batch, feats, strict=True):
+        for f, feat, token in zip(batch, feats, tokens, strict=True):
             if f.source_ref is not None:
                 with self._refs_lock:
                     self._refs.hold((f.source_ref,))
             step = self._assembler(f.stream_id).push(
-                FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat
+                FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat, token
             )
             self._apply_step(f.stream_id, step, windows)
 
@@ -535,7 +540,7 @@ class Pipeline:
         assert self.engine is not None
         t0 = time.perf_counter()
         try:
-            scores, emb = self.engine.encode_windows(np.stack([w.features for w in batch]))
+            scores, emb = self._window_outputs(batch)
         except Exception as e:
             # Their frames stay held: at-least-once sources re-read them after a restart.
             log.error("encode_windows failed on %d windows: %s: %s", len(batch), type(e).__name__, e)
@@ -565,8 +570,26 @@ class Pipeline:
                 worker=self.worker_id,
                 produced_at=produced,
             )
-            w.features = None  # the sinks do not need them; free the memory early
+            w.features = w.tokens = None  # the sinks do not need them; free the memory early
             self._put_result(WindowResult(message=msg, embedding=e, scores=s, window=w))
+
+    def _window_outputs(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, embeddings) in batch order: complete windows from their cached tokens (only
+        the transformer runs), padded ones from their features."""
+        assert self.engine is not None
+        cached = [i for i, w in enumerate(batch) if w.tokens is not None]
+        if len(cached) == len(batch):
+            return self.engine.encode_token_windows(
+                np.stack([w.features[0] for w in batch]),  # type: ignore[index]
+                np.stack([w.tokens for w in batch]),  # type: ignore[misc]
+            )
+        if not cached:
+            return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
+        rest = [i for i, w in enumerate(batch) if w.tokens is None]
+        s1, e1 = self._window_outputs([batch[i] for i in cached])
+        s2, e2 = self._window_outputs([batch[i] for i in rest])
+        order = np.argsort(np.array(cached + rest), kind="stable")
+        return np.concatenate([s1, s2])[order], np.concatenate([e1, e2])[order]
 
     def _put_result(self, item: Any) -> None:
         while True:

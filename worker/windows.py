@@ -13,12 +13,17 @@ emitted the moment its last frame arrives. Closing decides the fate of the one p
 policy: drop, pad (repeat the last frame's features up to T) or emit (shorter input). Nothing
 ever spans a close, so no window spans a gap or a reconnect.
 
-The assembler keeps a ring buffer of the features of the last T frames, so every frame goes
-through the frame encoder once however small the stride is.
+The assembler keeps a ring buffer of the features of the last T frames, and of their tokens
+(the engine's per-frame step: a frame's token depends on it and its predecessor), so every
+frame goes through the frame encoder and the step once however small the stride is.
+`predecessor_features` says which frame a token's predecessor is: the previous frame of the
+same window. A window's first token has none and is recomputed by the engine, so the one case
+where the stream's previous frame is not the window's (after a close or a skip) never matters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -75,6 +80,8 @@ class SlidingWindowAssembler:
         self.last_seq: int | None = None  # survives closes: seqs are never reused
         # Ring buffer holding the frames of the next window, oldest at `_head`.
         self._feats: np.ndarray | None = None
+        self._tokens: np.ndarray | None = None
+        self._has_token = np.zeros(size, bool)
         self._metas: list[FrameMeta | None] = [None] * size
         self._head = 0
         self._count = 0
@@ -97,8 +104,15 @@ class SlidingWindowAssembler:
         return [m.ref for m in self._iter_metas() if m is not None and m.ref is not None]
 
     # -- transitions -------------------------------------------------------------------------
-    def push(self, meta: FrameMeta, feature: np.ndarray) -> Step:
-        """Add one frame's features; returns the windows it completed (at most one)."""
+    def newest_feature(self) -> np.ndarray | None:
+        """Features of the newest buffered frame: the predecessor of the next one appended."""
+        if not self._count or self._feats is None:
+            return None
+        return self._feats[(self._head + self._count - 1) % self.size]
+
+    def push(self, meta: FrameMeta, feature: np.ndarray, token: np.ndarray | None = None) -> Step:
+        """Add one frame's features (and its token, if the engine made one); returns the windows
+        it completed (at most one)."""
         step = Step()
         if self.last_seq is not None and meta.seq <= self.last_seq:
             step.events.append(("out_of_order", "out_of_order"))
@@ -114,7 +128,7 @@ class SlidingWindowAssembler:
             if meta.ref is not None:
                 step.released.append(meta.ref)
             return step
-        self._append(meta, feature)
+        self._append(meta, feature, token)
         if self._count == self.size:
             self._emit(step, self._count, complete=True)
             self._slide(step)
@@ -138,12 +152,18 @@ class SlidingWindowAssembler:
         for i in range(self._count):
             yield self._metas[(self._head + i) % self.size]
 
-    def _append(self, meta: FrameMeta, feature: np.ndarray) -> None:
+    def _append(self, meta: FrameMeta, feature: np.ndarray, token: np.ndarray | None) -> None:
         if self._feats is None:
             self._feats = np.zeros((self.size, feature.shape[-1]), np.float32)
+        if token is not None and self._tokens is None:
+            self._tokens = np.zeros((self.size, token.shape[-1]), np.float32)
         pos = (self._head + self._count) % self.size
         self._feats[pos] = feature
         self._metas[pos] = meta
+        if self._tokens is not None:
+            self._has_token[pos] = token is not None
+            if token is not None:
+                self._tokens[pos] = token
         self._count += 1
 
     def _gather(self, n: int, pad_to: int) -> np.ndarray:
@@ -153,6 +173,15 @@ class SlidingWindowAssembler:
         if pad_to > n:  # repeat the last real frame: the model never saw zero features
             feats = np.concatenate([feats, np.repeat(feats[-1:], pad_to - n, axis=0)])
         return feats
+
+    def _gather_tokens(self, n: int) -> np.ndarray | None:
+        """Tokens of a complete window, or None where any frame came without one. (A padded
+        frame's token would be a still frame's, not a copy of the last one's: such windows go
+        through the engine's features path instead.)"""
+        if self._tokens is None or n != self.size:
+            return None
+        idx = (self._head + np.arange(n)) % self.size
+        return self._tokens[idx] if self._has_token[idx].all() else None
 
     def _emit(self, step: Step, n: int, complete: bool) -> None:
         metas = [m for m in self._iter_metas()][:n]
@@ -172,6 +201,7 @@ class SlidingWindowAssembler:
                 complete=complete,
                 capture_time=last.capture_time,
                 features=self._gather(n, pad_to),
+                tokens=self._gather_tokens(n) if complete else None,
                 source_refs=[m.ref for m in metas if m is not None and m.ref is not None],
                 window_id=wid,
             )
@@ -215,3 +245,29 @@ class SlidingWindowAssembler:
         self._skip = 0
         self._emitted_since_close = False
         self._active = False
+
+
+def predecessor_features(
+    stream_ids: Sequence[str],
+    seqs: Sequence[int],
+    features: np.ndarray,
+    assembler_of: Callable[[str], SlidingWindowAssembler | None],
+) -> np.ndarray:
+    """For a batch of frames (in arrival order, not yet pushed), the features of each one's
+    predecessor in its window: the newest frame its stream's assembler holds, or the batch's
+    previous frame of the same stream; the frame itself where there is none. Frames the
+    assembler will refuse (seq not after the stream's last) get themselves and are nobody's
+    predecessor."""
+    prev = features.copy()
+    newest: dict[str, tuple[int | None, np.ndarray | None]] = {}
+    for i, (sid, seq) in enumerate(zip(stream_ids, seqs, strict=True)):
+        if sid not in newest:
+            a = assembler_of(sid)
+            newest[sid] = (None, None) if a is None else (a.last_seq, a.newest_feature())
+        last_seq, feat = newest[sid]
+        if last_seq is not None and seq <= last_seq:
+            continue  # out of order: dropped by push
+        if feat is not None:
+            prev[i] = feat
+        newest[sid] = (seq, features[i])
+    return prev

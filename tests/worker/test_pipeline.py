@@ -273,3 +273,59 @@ def test_healthz_reports_a_wedged_sink_and_readyz_follows_the_lifecycle(tiny_mod
         sink.release.set()
         p.stop("test")
         t.join(60)
+
+
+class ImageSource(Source):
+    """Interleaved streams of reproducible random frames, with a hole in stream "b"."""
+
+    live = False
+    finite = True
+
+    def __init__(self, seqs: dict[str, list[int]], size: tuple[int, int]):
+        self.id = "images"
+        self.seqs, self.size = seqs, size
+
+    def stream_ids(self) -> list[str]:
+        return list(self.seqs)
+
+    def image(self, sid: str, seq: int) -> np.ndarray:
+        rng = np.random.default_rng([ord(sid), seq])
+        return rng.integers(0, 255, (*self.size, 3), dtype=np.uint8)
+
+    def run(self, ctx: SourceContext) -> None:
+        for i in range(max(len(s) for s in self.seqs.values())):
+            for sid, seqs in self.seqs.items():
+                if i < len(seqs):
+                    ctx.emit(Frame(sid, seqs[i], seqs[i] / 5, time.time(), self.image(sid, seqs[i])))
+        for sid in self.seqs:
+            ctx.stream_reset(sid, "eos")
+
+
+def test_incremental_windows_equal_whole_window_inference(tiny_model_dir):
+    """Cached features and tokens, batched across streams however the frames fall, give the
+    scores of the whole window recomputed from its pixels in one graph."""
+    from engines import load_engine
+
+    # a: a one-frame hole inside windows (max_gap 1); b: a hole that closes them; c: too short
+    seqs = {"a": [s for s in range(23) if s != 12], "b": [*range(10), *range(14, 30)], "c": list(range(7))}
+    src = ImageSource(seqs, (32, 32))
+    sink = ListSink()
+    doc = base_cfg(
+        tiny_model_dir,
+        windows={"stride": 3, "partial": "pad", "max_gap": 1},
+        batching={"frame_max_batch": 5, "max_batch": 4},
+    )
+    run_pipeline(doc, [src], [sink])
+    engine = load_engine(tiny_model_dir, "onnxruntime")
+    t = engine.metadata.num_frames
+    assert {r.message.stream_id for r in sink.results} == {"a", "b", "c"}
+    assert any(r.message.complete for r in sink.results) and any(not r.message.complete for r in sink.results)
+    for r in sink.results:
+        m = r.message
+        real = [s for s in seqs[m.stream_id] if m.start_seq <= s <= m.end_seq]
+        assert len(real) == m.frames
+        real += [real[-1]] * (t - len(real))  # pad repeats the last frame
+        clip = np.stack([src.image(m.stream_id, s) for s in real])[None]
+        want, want_emb = engine.infer_windows(clip)
+        np.testing.assert_allclose(r.scores, want[0], atol=1e-4, err_msg=f"{m.stream_id} {m.start_seq}")
+        np.testing.assert_allclose(r.embedding, want_emb[0], atol=1e-4)
