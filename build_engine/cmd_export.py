@@ -60,6 +60,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  fp32 {graph}: max abs diff vs torch {diff:.2e}")
     for precision, agree in result.top1_agreement.items():
         print(
-            f"  {precision}: top-1 agreement vs torch fp32 {agree:.3f} (frame + window stages, held-out clips)"
+            f"  {precision}: top-1 agreement vs torch fp32 {agree:.3f} (frame, motion and window stages, held-out clips)"
         )
     return 0

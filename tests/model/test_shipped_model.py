@@ -20,7 +20,9 @@ def test_shipped_dir_fits_the_size_budget(default_model_dir: Path) -> None:
     assert total <= SIZE_BUDGET, f"{default_model_dir}: {total / 1e6:.2f} MB > 10 MB"
     manifest = load_manifest(default_model_dir, verify=False)
     for precision in ("fp32", "fp16", "int8"):
-        assert {"frame_encoder", "window_encoder"} <= set(manifest.graphs[precision]), precision
+        assert {"frame_encoder", "motion_encoder", "window_encoder"} <= set(manifest.graphs[precision]), (
+            precision
+        )
     assert "whole_window" in manifest.graphs["fp32"]
 
 
@@ -74,8 +76,12 @@ def test_every_window_of_a_long_clip_keeps_its_label(default_model_dir: Path, tm
             clips.write_mp4(clips.iter_clip_frames(params, 160, 90, 500, 25.0), path, 25.0)
             _, frames = decode_analysis_frames(path, 64, 5.0)
             feats = engine.encode_frames(frames)
-            starts = range(0, len(frames) - t + 1, 4)
-            scores, _ = engine.encode_windows(np.stack([feats[s : s + t] for s in starts]))
+            # The worker's path: each frame's token once (prev = the stream's previous frame).
+            tokens = engine.encode_steps(feats, np.concatenate([feats[:1], feats[:-1]]))
+            starts = list(range(0, len(frames) - t + 1, 4))
+            scores, _ = engine.encode_token_windows(
+                feats[starts], np.stack([tokens[s : s + t] for s in starts])
+            )
             wrong = int((scores.argmax(1) != i).sum())
             if wrong:
                 bad[label] = f"{wrong}/{len(starts)}"
