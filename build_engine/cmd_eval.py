@@ -25,7 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--analysis-fps", type=float, default=5.0, help="rate the worker samples the source to"
     )
-    parser.add_argument("--whole-window", action="store_true", help="use infer_windows instead of two stages")
+    parser.add_argument(
+        "--whole-window", action="store_true", help="use infer_windows (one graph) instead of the stages"
+    )
     parser.add_argument("--jobs", type=int, help="processes rendering and encoding clips (default 2)")
     parser.add_argument("--no-progress", action="store_true")
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"model {meta.name} {meta.version} | {meta.backend} {meta.precision} | {args.clips} clips seed {args.seed} "
         f"| {args.width}x{args.height}@{args.fps:g} fps sampled to {args.analysis_fps:g} fps | {frames} "
-        f"| {'whole-window' if args.whole_window else 'two-stage'} | {time.time() - t0:.1f}s"
+        f"| {'whole-window' if args.whole_window else 'stages'} | {time.time() - t0:.1f}s"
     )
     print(result.report())
     print(f"accuracy={result.accuracy:.3f}")

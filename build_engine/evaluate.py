@@ -125,7 +125,8 @@ class EvalResult:
 
 
 def score_windows(engine, windows: np.ndarray, incremental: bool = True, batch: int = 32) -> np.ndarray:
-    """Predicted label index per window, through the engine's two stages (as the worker) or whole."""
+    """Predicted label index per window, through the engine's per-frame and per-window stages
+    (encode_frames, then encode_windows: steps and the transformer, as the worker) or whole."""
     preds = []
     for s in range(0, len(windows), batch):
         w = windows[s : s + batch]
