@@ -22,6 +22,7 @@ from abc import ABC, abstractmethod
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from engines.manifest import ModelManifest
 from engines.validation import check_features, check_rows, check_tokens
 
 
@@ -40,6 +41,34 @@ class EngineInfo(BaseModel):
     token_dim: int  # d, width of the per-frame tokens the transformer reads
     embed_dim: int  # E
     max_batch: int  # largest window batch the engine was sized for
+
+    @classmethod
+    def of_model(
+        cls,
+        m: ModelManifest,
+        *,
+        backend: str,
+        precision: str,
+        device: str,
+        max_batch: int,
+        token_dim: int | None = None,
+    ) -> EngineInfo:
+        """What every backend reports of the model it opened, plus how it runs it."""
+        return cls(
+            name=m.name,
+            version=m.version,
+            backend=backend,
+            precision=precision,
+            device=device,
+            labels=tuple(m.labels),
+            multi_label=m.multi_label,
+            num_frames=m.num_frames,
+            image_size=tuple(m.image_size),
+            feature_dim=m.feature_dim,
+            token_dim=token_dim if token_dim is not None else m.token_dim,
+            embed_dim=m.embed_dim,
+            max_batch=max_batch,
+        )
 
 
 class Engine(ABC):

@@ -95,19 +95,11 @@ class OnnxRuntimeEngine(Engine):
 
         m = self.manifest
         accel = self._frame.get_providers()[0]
-        self.metadata = EngineInfo(
-            name=m.name,
-            version=m.version,
+        self.metadata = EngineInfo.of_model(
+            m,
             backend="onnxruntime",
             precision=precision,
             device="cpu" if accel == "CPUExecutionProvider" else "cuda:0",
-            labels=tuple(m.labels),
-            multi_label=m.multi_label,
-            num_frames=m.num_frames,
-            image_size=tuple(m.image_size),
-            feature_dim=m.feature_dim,
-            token_dim=m.token_dim,
-            embed_dim=m.embed_dim,
             max_batch=max_batch,
         )
 

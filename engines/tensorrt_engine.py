@@ -97,20 +97,8 @@ class TensorRTEngine(Engine):
         self._stream: Any = None
         self._stages: dict[str, _Stage] = {}
         m = self.manifest
-        self.metadata = EngineInfo(
-            name=m.name,
-            version=m.version,
-            backend="tensorrt",
-            precision=precision,
-            device=f"cuda:{device}",
-            labels=tuple(m.labels),
-            multi_label=m.multi_label,
-            num_frames=m.num_frames,
-            image_size=tuple(m.image_size),
-            feature_dim=m.feature_dim,
-            token_dim=m.token_dim,
-            embed_dim=m.embed_dim,
-            max_batch=max_batch,
+        self.metadata = EngineInfo.of_model(
+            m, backend="tensorrt", precision=precision, device=f"cuda:{device}", max_batch=max_batch
         )
 
     # -- set-up, in the inference thread --------------------------------------------------------

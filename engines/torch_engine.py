@@ -58,20 +58,13 @@ class TorchEngine(Engine):
             raise ModelDirError(f"{ckpt}: cannot load: {e}") from e
         self._autocast = precision == "fp16"
         m = self.manifest
-        self.metadata = EngineInfo(
-            name=m.name,
-            version=m.version,
+        self.metadata = EngineInfo.of_model(
+            m,
             backend="torch",
             precision=precision,
             device=str(self._device),
-            labels=tuple(m.labels),
-            multi_label=m.multi_label,
-            num_frames=m.num_frames,
-            image_size=tuple(m.image_size),
-            feature_dim=m.feature_dim,
-            token_dim=self.model.cfg.d_model,
-            embed_dim=m.embed_dim,
             max_batch=max_batch,
+            token_dim=self.model.cfg.d_model,
         )
 
     def _run(self, fn: Any, *xs: np.ndarray) -> Any:
