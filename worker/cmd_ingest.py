@@ -8,6 +8,10 @@ model's input size (engine.model_dir) is the default frame size.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.config import ConfigProblem, VbwConfig
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -16,43 +20,48 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    import logging
-    import sys
+def _checks(cfg: VbwConfig) -> list[ConfigProblem]:
+    from worker.config import ConfigProblem
 
-    from worker.cmd_validate_config import report
-    from worker.config import ConfigError, ConfigProblem, env_overrides, load_config
-    from worker.logs import setup_logging
+    problems = [
+        ConfigProblem(f"sources.{i}.type", "vbw ingest publishes file and rtsp sources, not kafka")
+        for i, s in enumerate(cfg.sources)
+        if s.type == "kafka"
+    ]
+    try:
+        _frame_size(cfg)
+    except ValueError as e:
+        problems.append(ConfigProblem("ingest.size", str(e)))
+    return problems
+
+
+def _frame_size(cfg: VbwConfig) -> tuple[int, int]:
+    """`ingest.size`, or the model's input size when it is not set."""
+    if cfg.ingest.size is not None:
+        return (int(cfg.ingest.size[0]), int(cfg.ingest.size[1]))
+    from engines.manifest import ModelDirError, load_manifest
 
     try:
-        cfg = load_config(args.config)
-        problems = [
-            ConfigProblem(f"sources.{i}.type", "vbw ingest publishes file and rtsp sources, not kafka")
-            for i, s in enumerate(cfg.sources)
-            if s.type == "kafka"
-        ]
-        size = cfg.ingest.size
-        if size is None:
-            from engines.manifest import ModelDirError, load_manifest
+        h, w = load_manifest(cfg.engine.model_dir, verify=False).image_size
+    except ModelDirError as e:
+        raise ValueError(f"not set, and no model to take it from: {e}") from e
+    return (int(h), int(w))
 
-            try:
-                size = tuple(load_manifest(cfg.engine.model_dir, verify=False).image_size)
-            except ModelDirError as e:
-                problems.append(ConfigProblem("ingest.size", f"not set, and no model to take it from: {e}"))
-        if problems:
-            raise ConfigError(args.config, problems)
-    except ConfigError as e:
-        report(e)
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from worker.cmd_validate_config import load_or_report, start_logging
+
+    cfg = load_or_report(args.config, _checks)
+    if cfg is None:
         return 2
-    setup_logging(cfg.logging.level, cfg.logging.json_lines)
-    log = logging.getLogger("vbw")
-    env = env_overrides()
-    log.info("config %s%s", args.config, f" with {', '.join(env)}" if env else "")
+    start_logging(cfg, args.config)
 
     from worker.kafka.ingest import Ingest
 
     try:
-        return Ingest(cfg, (int(size[0]), int(size[1]))).run()  # type: ignore[index]
+        return Ingest(cfg, _frame_size(cfg)).run()
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -12,21 +12,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import logging
+    from worker.cmd_validate_config import load_or_report, start_logging
 
-    from worker.cmd_validate_config import report
-    from worker.config import ConfigError, env_overrides, load_config
-    from worker.logs import setup_logging
-
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as e:
-        report(e)
+    cfg = load_or_report(args.config)
+    if cfg is None:
         return 2
-    setup_logging(cfg.logging.level, cfg.logging.json_lines)
-    log = logging.getLogger("vbw")
-    env = env_overrides()
-    log.info("config %s%s", args.config, f" with {', '.join(env)}" if env else "")
+    start_logging(cfg, args.config)
 
     from worker.pipeline import Pipeline
 

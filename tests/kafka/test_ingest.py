@@ -103,3 +103,26 @@ def test_ingest_marks_loops_with_a_reset_header_and_stops_on_sigterm(broker, tmp
     resets = [i for i, m in enumerate(msgs) if "vbw-reset" in dict(m.headers())]
     assert resets[:2] == [20, 40], resets
     assert dict(msgs[20].headers())["vbw-reset"] == b"loop"
+
+
+def test_ingest_reports_its_own_config_problems_with_the_schemas(tmp_path: Path, capsys) -> None:
+    """Before anything starts: a kafka source (ingest publishes cameras and files) and no frame
+    size (neither ingest.size nor a model to take it from), reported together, exit 2."""
+    from worker.cli import main
+
+    cfg = tmp_path / "ingest.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "sources": [{"type": "kafka", "id": "k1", "topics": ["frames"]}],
+                "engine": {"model_dir": str(tmp_path / "no-model")},
+                "kafka": {"bootstrap_servers": ["127.0.0.1:1"]},
+            }
+        )
+    )
+    assert main(["ingest", "-c", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "2 problems" in err
+    assert "sources.0.type: vbw ingest publishes file and rtsp sources" in err
+    assert "ingest.size: not set, and no model to take it from" in err
+    assert "Traceback" not in err
