@@ -24,6 +24,21 @@ TINY = dict(
     embed_dim=16,
 )
 
+# The smallest model of the shipped architecture (a 2-block CNN, one transformer layer), for
+# the training and model tests: add labels and num_frames.
+MINIMAL = dict(
+    image_size=32,
+    cnn_channels=(8, 8),
+    feature_dim=4 * 8 * 8,
+    motion_channels=8,
+    d_model=16,
+    n_layers=1,
+    n_heads=2,
+    d_ff=32,
+    codebook_size=16,
+    embed_dim=8,
+)
+
 
 @cache
 def tiny_model_dir(root: Path) -> Path:

@@ -131,3 +131,25 @@ class WorkerProc:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc, grace=15)
+
+
+# Metric families every worker registers (design.md "Metrics and health"), as exposed names.
+DESIGN_METRICS = frozenset(
+    {
+        "vbw_frames_received_total",
+        "vbw_frames_dropped_total",
+        "vbw_decode_errors_total",
+        "vbw_windows_emitted_total",
+        "vbw_windows_dropped_total",
+        "vbw_batch_size",
+        "vbw_stage_seconds",
+        "vbw_end_to_end_latency_seconds",
+        "vbw_queue_depth",
+        "vbw_stream_up",
+        "vbw_stream_reconnects_total",
+        "vbw_kafka_consumer_lag",
+        "vbw_published_total",
+        "vbw_publish_errors_total",
+        "vbw_engine_info",
+    }
+)

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from services.procs import free_port, stop_process, wait_for_port
 from services.prometheus import PROMETHEUS, PROMTOOL, prometheus_available
+from worker_helpers import DESIGN_METRICS
 
 REPO = Path(__file__).resolve().parents[2]
 ALERTS = REPO / "deploy/prometheus/vbw-alerts.yaml"
@@ -36,24 +37,6 @@ SHIPPED_MODEL = REPO / "models/vbw-motion-small"
 NAMESPACE, POD = "vbw-test", "vbw-worker-0"
 # Values for Grafana's variables: for parsing, and for the queries against the real Prometheus.
 VARIABLES = {"namespace": NAMESPACE, "pod": POD, "stream": ".*", "__rate_interval": "15s"}
-# Metric families every worker registers (design.md "Metrics and health"): the dashboard shows all.
-DESIGN_METRICS = {
-    "vbw_frames_received_total",
-    "vbw_frames_dropped_total",
-    "vbw_decode_errors_total",
-    "vbw_windows_emitted_total",
-    "vbw_windows_dropped_total",
-    "vbw_batch_size",
-    "vbw_stage_seconds",
-    "vbw_end_to_end_latency_seconds",
-    "vbw_queue_depth",
-    "vbw_stream_up",
-    "vbw_stream_reconnects_total",
-    "vbw_kafka_consumer_lag",
-    "vbw_published_total",
-    "vbw_publish_errors_total",
-    "vbw_engine_info",
-}
 
 
 # --- the expressions ------------------------------------------------------------------------------

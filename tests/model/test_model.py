@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import torch
+from tiny_model import MINIMAL
 
 from build_engine.model import VideoBERT, VideoBertConfig
 
-CFG = dict(
-    labels=["a", "b", "c"],
-    num_frames=6,
-    image_size=32,
-    cnn_channels=(8, 8),
-    feature_dim=4 * 8 * 8,
-    motion_channels=8,
-    d_model=16,
-    n_layers=1,
-    n_heads=2,
-    d_ff=32,
-    codebook_size=16,
-    embed_dim=8,
-)
+CFG = dict(MINIMAL, labels=["a", "b", "c"], num_frames=6)
 
 
 def _model() -> VideoBERT:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_model import MINIMAL
 
 from build_engine import clips
 from build_engine.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
@@ -13,20 +14,7 @@ from build_engine.train import STATE_NAME, Stopped, TrainConfig, kmeans, supcon_
 
 
 def tiny_model() -> VideoBertConfig:
-    return VideoBertConfig(
-        labels=list(clips.LABELS),
-        num_frames=4,
-        image_size=32,
-        cnn_channels=(8, 8),
-        feature_dim=4 * 8 * 8,
-        motion_channels=8,
-        d_model=16,
-        n_layers=1,
-        n_heads=2,
-        d_ff=32,
-        codebook_size=16,
-        embed_dim=8,
-    )
+    return VideoBertConfig(**MINIMAL, labels=list(clips.LABELS), num_frames=4)
 
 
 def tiny_train_config(**kw) -> TrainConfig:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 from services.prometheus import PrometheusServer, prometheus_available, promtool_check_metrics
-from worker_helpers import http_get, metric_value
+from worker_helpers import DESIGN_METRICS, http_get, metric_value
 
 pytestmark = pytest.mark.e2e
 
@@ -51,23 +51,7 @@ def test_metrics_health_and_a_real_prometheus(tmp_path, labelled_clips, default_
     assert lint.returncode == 0 and lint.stdout.strip() == "" and lint.stderr.strip() == "", (
         lint.stdout + lint.stderr
     )
-    for name in (
-        "vbw_frames_received_total",
-        "vbw_frames_dropped_total",
-        "vbw_decode_errors_total",
-        "vbw_windows_emitted_total",
-        "vbw_windows_dropped_total",
-        "vbw_batch_size",
-        "vbw_stage_seconds",
-        "vbw_end_to_end_latency_seconds",
-        "vbw_queue_depth",
-        "vbw_stream_up",
-        "vbw_stream_reconnects_total",
-        "vbw_kafka_consumer_lag",
-        "vbw_published_total",
-        "vbw_publish_errors_total",
-        "vbw_engine_info",
-    ):
+    for name in sorted(DESIGN_METRICS):
         assert f"# TYPE {name.removesuffix('_total')} " in text or f"# TYPE {name} " in text, name
     assert metric_value(text, "vbw_stream_up", stream="grow") == 1
     for stage in ("decode", "encode_frames", "encode_windows", "publish"):
