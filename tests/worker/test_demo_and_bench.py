@@ -61,3 +61,21 @@ def test_bench_pipeline_smoke(tmp_path, tiny_model_dir):
     assert set(doc["ceilings"]) == {"decode", "encode_frames", "assemble", "encode_windows", "sink"}
     assert doc["e2e_fps"] > 0 and doc["trials"]
     assert "streams sustained without drops" in r.stdout
+
+
+def test_the_worker_runs_without_importing_torch(default_model_dir):
+    """The run-time install has no torch: the worker with the ONNX Runtime engine must never
+    import it (nor the model code that needs it)."""
+    code = (
+        "import sys\n"
+        "from worker.cli import main\n"
+        f"rc = main(['demo', '--model', {str(default_model_dir)!r}])\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'build_engine.model') if m in sys.modules)\n"
+        "print('heavy modules:', heavy, file=sys.stderr)\n"
+        "sys.exit(rc or (3 if heavy else 0))\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120, env=_env()
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "heavy modules: []" in r.stderr
