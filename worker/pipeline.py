@@ -521,7 +521,9 @@ class Pipeline:
             if w.source_refs:
                 with self._refs_lock:
                     self._refs.hold(w.source_refs)
-            windows.add(w, now, key=w.features.shape[0] if w.features is not None else 0)
+            # One engine path per batch: cached tokens (complete windows) or features (padded).
+            rows = w.features.shape[0] if w.features is not None else 0
+            windows.add(w, now, key=(rows, w.tokens is not None))
         for what, reason in step.events:
             if what == "partial_dropped":
                 self.metrics.windows_dropped.labels(reason).inc()
@@ -574,22 +576,15 @@ class Pipeline:
             self._put_result(WindowResult(message=msg, embedding=e, scores=s, window=w))
 
     def _window_outputs(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, embeddings) in batch order: complete windows from their cached tokens (only
-        the transformer runs), padded ones from their features."""
+        """(scores, embeddings): complete windows from their cached tokens (only the transformer
+        runs), padded ones from their features. The batcher never mixes the two."""
         assert self.engine is not None
-        cached = [i for i, w in enumerate(batch) if w.tokens is not None]
-        if len(cached) == len(batch):
+        if batch[0].tokens is not None:
             return self.engine.encode_token_windows(
                 np.stack([w.features[0] for w in batch]),  # type: ignore[index]
                 np.stack([w.tokens for w in batch]),  # type: ignore[misc]
             )
-        if not cached:
-            return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
-        rest = [i for i, w in enumerate(batch) if w.tokens is None]
-        s1, e1 = self._window_outputs([batch[i] for i in cached])
-        s2, e2 = self._window_outputs([batch[i] for i in rest])
-        order = np.argsort(np.array(cached + rest), kind="stable")
-        return np.concatenate([s1, s2])[order], np.concatenate([e1, e2])[order]
+        return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
 
     def _put_result(self, item: Any) -> None:
         while True:
