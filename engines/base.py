@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from engines.manifest import ModelManifest
-from engines.validation import check_features, check_rows, check_tokens
+from engines.validation import check_rows, check_windows
 
 
 class EngineInfo(BaseModel):
@@ -97,7 +97,7 @@ class Engine(ABC):
         """Windows from cached per-frame tokens [B, T, d]; token 0 is recomputed from the first
         frame's features [B, D] as a frame with no predecessor."""
         m = self.metadata
-        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
         first = check_rows(first_features, m.feature_dim, "first_features")
         if first.shape[0] != tokens.shape[0]:
             raise ValueError(f"{first.shape[0]} first_features for {tokens.shape[0]} windows")
@@ -108,7 +108,7 @@ class Engine(ABC):
     def encode_windows(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """float32 [B, T, D] -> (scores [B, C], embedding [B, E]): steps then tokens."""
         m = self.metadata
-        features = check_features(features, m.num_frames, m.feature_dim)
+        features = check_windows(features, m.num_frames, m.feature_dim)
         b, t, d = features.shape
         prev = np.concatenate([features[:, :1], features[:, :-1]], axis=1)
         tokens = self.encode_steps(features.reshape(b * t, d), prev.reshape(b * t, d))

@@ -15,7 +15,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
-from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
 # Short names accepted for `providers`; "auto" = the fastest one this onnxruntime build has.
@@ -124,7 +124,7 @@ class OnnxRuntimeEngine(Engine):
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
         scores, embedding = self._window.run(None, {"tokens": tokens})
         return scores, embedding
 

@@ -37,7 +37,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.plan_cache import PlanCache, Profile
-from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 
 @dataclass
@@ -213,7 +213,7 @@ class TensorRTEngine(Engine):
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
         scores, embedding = self._run("window_encoder", {"tokens": tokens})
         return scores, embedding
 

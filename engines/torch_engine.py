@@ -13,7 +13,7 @@ import numpy as np
 
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
-from engines.validation import check_clips, check_frames, check_steps, check_tokens, open_model
+from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 
 class TorchEngine(Engine):
@@ -85,7 +85,7 @@ class TorchEngine(Engine):
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_tokens(tokens, m.num_frames, m.token_dim)
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
         scores, embedding = self._run(self.model.window_encoder.forward_tokens, tokens)
         return self._numpy(scores), self._numpy(embedding)
 

@@ -20,10 +20,11 @@ def check_frames(frames: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def check_features(features: np.ndarray, num_frames: int, dim: int) -> np.ndarray:
-    if features.ndim != 3 or features.shape[1:] != (num_frames, dim):
-        raise ValueError(f"features must be [B, {num_frames}, {dim}], got {list(features.shape)}")
-    return np.ascontiguousarray(features, dtype=np.float32)
+def check_windows(x: np.ndarray, num_frames: int, dim: int, name: str = "features") -> np.ndarray:
+    """Windows of per-frame vectors (features or tokens): float32 [B, T, dim]."""
+    if x.ndim != 3 or x.shape[1:] != (num_frames, dim):
+        raise ValueError(f"{name} must be [B, {num_frames}, {dim}], got {list(x.shape)}")
+    return np.ascontiguousarray(x, dtype=np.float32)
 
 
 def check_rows(x: np.ndarray, dim: int, name: str = "features") -> np.ndarray:
@@ -40,12 +41,6 @@ def check_steps(features: np.ndarray, prev: np.ndarray, dim: int) -> tuple[np.nd
             f"prev must have one row per frame: {prev.shape[0]} rows for {features.shape[0]} frames"
         )
     return features, prev
-
-
-def check_tokens(tokens: np.ndarray, num_frames: int, dim: int) -> np.ndarray:
-    if tokens.ndim != 3 or tokens.shape[1:] != (num_frames, dim):
-        raise ValueError(f"tokens must be [B, {num_frames}, {dim}], got {list(tokens.shape)}")
-    return np.ascontiguousarray(tokens, dtype=np.float32)
 
 
 def check_clips(clips: np.ndarray, num_frames: int, image_size: tuple[int, int]) -> np.ndarray:
