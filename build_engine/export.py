@@ -28,6 +28,7 @@ import torch
 from build_engine.model import VideoBERT, load_checkpoint, save_checkpoint
 from build_engine.precision import to_fp16, to_int8_qdq
 from build_engine.trt_compat import trt_problems
+from engines.base import window_predecessors
 from engines.manifest import (
     MANIFEST_NAME,
     FileEntry,
@@ -119,11 +120,6 @@ def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, tuple[torch.Te
         "window_encoder": (torch.randn(batch, t, cfg.d_model, generator=g),),
         "whole_window": (torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),),
     }
-
-
-def prev_features(features: np.ndarray) -> np.ndarray:
-    """Each frame's window predecessor in [B, T, D] windows; the first frame is its own."""
-    return np.concatenate([features[:, :1], features[:, :-1]], axis=1)
 
 
 def read_shapes_after_cast(proto: onnx.ModelProto) -> int:
@@ -218,7 +214,7 @@ def top1_agreement(stages: dict[str, onnx.ModelProto], clips: np.ndarray, want: 
     """Top-1 agreement of the three stages run in ONNX Runtime with reference scores."""
     b, t = clips.shape[:2]
     feats = _ort_run(stages["frame_encoder"], {"frames": clips.reshape(b * t, *clips.shape[2:])})[0]
-    prev = prev_features(feats.reshape(b, t, -1)).reshape(b * t, -1)
+    prev = window_predecessors(feats.reshape(b, t, -1)).reshape(b * t, -1)
     tokens = _ort_run(stages["motion_encoder"], {"features": feats, "prev_features": prev})[0]
     got = _ort_run(stages["window_encoder"], {"tokens": tokens.reshape(b, t, -1)})[0]
     return float((want.argmax(-1) == got.argmax(-1)).mean())
@@ -369,8 +365,8 @@ def export_model(
         check_feats = check_feats.numpy()
     t, s, d = cfg.num_frames, cfg.image_size, cfg.feature_dim
     # The motion encoder's inputs: every frame of the clips with its window predecessor.
-    steps = (feats.reshape(-1, d), prev_features(feats).reshape(-1, d))
-    check_steps = (check_feats.reshape(-1, d), prev_features(check_feats).reshape(-1, d))
+    steps = (feats.reshape(-1, d), window_predecessors(feats).reshape(-1, d))
+    check_steps = (check_feats.reshape(-1, d), window_predecessors(check_feats).reshape(-1, d))
     calib = {
         "frame_encoder": _batches((clips.reshape(-1, s, s, 3),), 64),
         "motion_encoder": _batches(steps, 64),

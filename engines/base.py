@@ -26,6 +26,12 @@ from engines.manifest import ModelManifest
 from engines.validation import check_rows, check_windows
 
 
+def window_predecessors(features: np.ndarray) -> np.ndarray:
+    """Each frame's predecessor in windows of [B, T, D] features (encode_steps' `prev`): the
+    frame before it, and for a window's first frame the frame itself."""
+    return np.concatenate([features[:, :1], features[:, :-1]], axis=1)
+
+
 class EngineInfo(BaseModel):
     model_config = ConfigDict(frozen=True)
     name: str  # model name
@@ -110,7 +116,7 @@ class Engine(ABC):
         m = self.metadata
         features = check_windows(features, m.num_frames, m.feature_dim)
         b, t, d = features.shape
-        prev = np.concatenate([features[:, :1], features[:, :-1]], axis=1)
+        prev = window_predecessors(features)
         tokens = self.encode_steps(features.reshape(b * t, d), prev.reshape(b * t, d))
         return self.encode_tokens(tokens.reshape(b, t, -1))
 

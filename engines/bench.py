@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from engines.base import Engine
+from engines.base import Engine, window_predecessors
 
 
 @dataclass
@@ -116,7 +116,7 @@ def bench_cell(
     clips = rng.integers(0, 256, (batch, t, h, w, 3), dtype=np.uint8)
     frames = np.ascontiguousarray(clips[:, 0])  # B frames
     feats = engine.encode_frames(clips.reshape(batch * t, h, w, 3)).reshape(batch, t, -1)
-    prev = np.concatenate([feats[:, :1], feats[:, :-1]], axis=1)
+    prev = window_predecessors(feats)
     tokens = engine.encode_steps(feats.reshape(batch * t, -1), prev.reshape(batch * t, -1))
     tokens = tokens.reshape(batch, t, -1)
     first = np.ascontiguousarray(feats[:, 0])

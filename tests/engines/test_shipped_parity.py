@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from engines import load_engine
+from engines.base import window_predecessors
 from engines.manifest import load_manifest
 
 N_CLIPS = int(os.environ.get("VBW_PARITY_CLIPS", "256"))
@@ -58,7 +59,7 @@ def test_fp32_scores_within_1e4(default_model_dir: Path, clips: np.ndarray, refe
         feats = feats.reshape(b, t, -1)
         inc, _ = _in_chunks(engine.encode_windows, feats)
         # The worker's path: per-frame tokens (prev = the frame before, within the clip here).
-        prev = np.concatenate([feats[:, :1], feats[:, :-1]], axis=1)
+        prev = window_predecessors(feats)
         tokens = engine.encode_steps(feats.reshape(b * t, -1), prev.reshape(b * t, -1))
         cached, _ = engine.encode_token_windows(feats[:, 0], tokens.reshape(b, t, -1))
     diffs = [float(np.abs(x - want).max()) for x in (got, inc, cached)]
