@@ -178,7 +178,7 @@ class SlidingWindowAssembler:
         """Tokens of a complete window, or None where any frame came without one. (A padded
         frame's token would be a still frame's, not a copy of the last one's: such windows go
         through the engine's features path instead.)"""
-        if self._tokens is None or n != self.size:
+        if self._tokens is None:
             return None
         idx = (self._head + np.arange(n)) % self.size
         return self._tokens[idx] if self._has_token[idx].all() else None
