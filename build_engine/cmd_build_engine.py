@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from build_engine.tensorrt_build import PlanBuildError, build_model_plans
+    from engines.tensorrt_build import PlanBuildError, build_model_plans
 
     cache = PlanCache(args.cache)
     try:

@@ -29,8 +29,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    from tqdm import tqdm
 
-    from build_engine import clips
+    from media import clips
 
     def fail(msg: str) -> int:
         print(f"vbw gen-clips: {msg}", file=sys.stderr)
@@ -66,7 +67,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
     records = clips.generate_dataset(
-        args.out, args.n, args.seed, args.width, args.height, args.fps, args.frames, labels, progress=True
+        args.out,
+        args.n,
+        args.seed,
+        args.width,
+        args.height,
+        args.fps,
+        args.frames,
+        labels,
+        progress=lambda it: tqdm(it, desc="clips", unit="clip"),
     )
     print(f"wrote {len(records)} clips and {args.out / 'labels.jsonl'}")
     return 0

@@ -1,7 +1,7 @@
 """Training data: generated clips straight into memory, and a user's folder of videos per label.
 
 Both yield windows the way the worker sees them: T frames sampled at an analysis rate from a
-source, uint8 RGB at model size. Real video goes through `worker.decode` (the one decode+resize).
+source, uint8 RGB at model size. Real video goes through `media.decode` (the one decode+resize).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from build_engine import clips
+from media import clips
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
 
@@ -26,7 +26,7 @@ ASPECTS = (16 / 9, 16 / 9, 4 / 3, 1.0)
 
 def sample_analysis_frames(pts: np.ndarray | list[float], fps: float | None) -> list[int]:
     """Indices of the frames the worker keeps when it samples a source down to `fps`."""
-    from worker.sampling import FpsSampler  # the worker's own sampler, so training sees its spacing
+    from media.sampling import FpsSampler  # the worker's own sampler, so training sees its spacing
 
     sampler = FpsSampler(fps)
     return [i for i, t in enumerate(pts) if sampler.keep(float(t))]
@@ -114,7 +114,7 @@ def decode_analysis_frames(
     path: str | Path, image_size: int, fps: float | None = ANALYSIS_FPS
 ) -> tuple[np.ndarray, np.ndarray]:
     """(pts [N], uint8 [N, S, S, 3]) of a video file, sampled to `fps` (None keeps every frame)."""
-    from worker.decode import decode_file
+    from media.decode import decode_file
 
     pts, frames = [], []
     for t, img in decode_file(path, (image_size, image_size)):

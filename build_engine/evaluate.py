@@ -1,6 +1,6 @@
 """Accuracy on fresh clips through the real path: render -> H.264 mp4 -> worker decode -> sampler.
 
-Each clip is written as a real video file, decoded and resized by `worker.decode`, sampled to
+Each clip is written as a real video file, decoded and resized by `media.decode`, sampled to
 the analysis rate by the worker's own sampler, and its first T analysed frames form one window.
 Clip `i` of seed `S` is exactly clip `i` of `vbw gen-clips --seed S`.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from build_engine import clips
 from build_engine.datasets import ANALYSIS_FPS, decode_analysis_frames, pad_to
+from media import clips
 
 
 @dataclass(frozen=True)

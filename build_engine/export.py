@@ -25,7 +25,6 @@ import numpy as np
 import onnx
 import torch
 
-from build_engine.model import VideoBERT, load_checkpoint, save_checkpoint
 from build_engine.precision import to_fp16, to_int8_qdq
 from build_engine.trt_compat import trt_problems
 from engines.base import window_predecessors
@@ -36,6 +35,7 @@ from engines.manifest import (
     Normalization,
     sha256_file,
 )
+from videobert.model import VideoBERT, load_checkpoint, save_checkpoint
 
 OPSET = 18
 GRAPHS = ("frame_encoder", "motion_encoder", "window_encoder", "whole_window")
@@ -251,9 +251,9 @@ def calibration_clips(model: VideoBERT, n: int, seed: int) -> np.ndarray:
         clips, _labels = GeneratedClips(seed=seed, num_frames=t, image_size=s, augment=False).batch(0, n)
         return np.ascontiguousarray(clips, dtype=np.uint8)
     try:
-        from build_engine.clips import LABELS, clip_rng, render_clip
+        from media.clips import LABELS, clip_rng, render_clip
     except ImportError:
-        _log("build_engine.clips not available: calibrating on synthetic drifting squares")
+        _log("media.clips not available: calibrating on synthetic drifting squares")
         return synthetic_clips(model, n, seed)
     return np.stack(
         [render_clip(LABELS[i % len(LABELS)], clip_rng(seed, i), s, s, t, CALIB_FPS) for i in range(n)]

@@ -27,9 +27,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from build_engine import clips
 from build_engine.datasets import ANALYSIS_FPS, ANALYSIS_FPS_RANGE, GeneratedClips, VideoFolderDataset
-from build_engine.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
+from media import clips
+from videobert.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
 
 STAGES = ("codebook", "pretrain", "finetune", "done")
 STATE_NAME = "train_state.pt"
@@ -508,7 +508,7 @@ def training_info(cfg: TrainConfig, state: TrainState, model: VideoBERT, wall_s:
     """What model.json records about how the model was made."""
     last_val = next((h["val_acc"] for h in reversed(state.history) if "val_acc" in h), None)
     return {
-        "data": cfg.data or "generated (build_engine.clips)",
+        "data": cfg.data or "generated (media.clips)",
         "seed": cfg.seed,
         "seed_streams": f"numpy default_rng([{TRAIN_STREAM}, seed, stage, batch]); eval/gen-clips use [seed, index]",
         "analysis_fps": ANALYSIS_FPS,

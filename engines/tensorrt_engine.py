@@ -81,7 +81,7 @@ class TensorRTEngine(Engine):
         if unknown:
             raise TypeError(f"tensorrt engine: unknown options {sorted(unknown)}")
         del threads
-        from build_engine.tensorrt_build import gpu_compute_capability, import_pycuda, import_tensorrt
+        from engines.tensorrt_build import gpu_compute_capability, import_pycuda, import_tensorrt
 
         self._trt = import_tensorrt()
         self._cuda = import_pycuda()
@@ -119,7 +119,7 @@ class TensorRTEngine(Engine):
         try:
             self._stream = cuda.Stream()
             runtime = self._trt.Runtime(self._trt.Logger(self._trt.Logger.WARNING))
-            from build_engine.tensorrt_build import graph_profiles
+            from engines.tensorrt_build import graph_profiles
 
             for graph, (filename, profile) in graph_profiles(
                 self.manifest, self._precision, self._windows
@@ -130,7 +130,7 @@ class TensorRTEngine(Engine):
             raise
 
     def _load_stage(self, runtime: Any, graph: str, onnx_path: Path, profile: Profile) -> _Stage:
-        from build_engine.tensorrt_build import obtain_plan, plan_key
+        from engines.tensorrt_build import obtain_plan, plan_key
 
         trt = self._trt
         key = plan_key(trt, self._cc, onnx_path, self._precision, profile)

@@ -36,7 +36,7 @@ class TorchEngine(Engine):
             import torch
         except ImportError as e:
             raise EngineUnavailable(f"torch not installed (pip install 'vbw[train]'): {e}") from e
-        from build_engine.model import load_checkpoint
+        from videobert.model import load_checkpoint
 
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise EngineUnavailable(f"torch backend: device {device!r} asked for but no CUDA GPU is visible")

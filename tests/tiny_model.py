@@ -45,7 +45,7 @@ def tiny_model_dir(root: Path) -> Path:
     import torch
 
     from build_engine.export import export_model
-    from build_engine.model import VideoBERT, VideoBertConfig, save_checkpoint
+    from videobert.model import VideoBERT, VideoBertConfig, save_checkpoint
 
     torch.manual_seed(0)
     fields = {f.name for f in dataclasses.fields(VideoBertConfig)}

@@ -73,7 +73,7 @@ class WorkerProc:
         env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VBW_")}
         self.started_at = time.monotonic()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "run", "-c", str(self.config_path)],
+            [sys.executable, "-m", "vbw.cli", "run", "-c", str(self.config_path)],
             cwd=REPO,
             env=env,
             stdout=self.stdout_path.open("wb"),

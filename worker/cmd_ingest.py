@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     start_logging(cfg, args.config)
 
-    from worker.kafka.ingest import Ingest
+    from worker.ingest import Ingest
 
     try:
         return Ingest(cfg, _frame_size(cfg)).run()

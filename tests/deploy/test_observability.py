@@ -214,7 +214,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def worker(tmp_path_factory: pytest.TempPathFactory, deploy, model_dir: Path) -> Iterator[dict[str, Any]]:
     """`vbw run -c FILE` on a looping, real-time-paced generated clip; its metrics port."""
-    from build_engine.clips import clip_rng, render_clip, write_mp4
+    from media.clips import clip_rng, render_clip, write_mp4
 
     tmp = tmp_path_factory.mktemp("worker")
     clip = tmp / "grow.mp4"
@@ -316,6 +316,18 @@ class Prometheus:
             stderr=subprocess.STDOUT,
         )
         wait_for_port(self.port, 30)
+        # The HTTP API answers 503 "Service Unavailable" until the TSDB is open: wait for ready.
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/-/ready", timeout=5) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("prometheus not ready within 120 s")
+            time.sleep(0.2)
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
         url = f"http://127.0.0.1:{self.port}/api/v1/{path}?" + urllib.parse.urlencode(params)

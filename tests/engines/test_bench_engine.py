@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from engines import load_engine
-from engines.bench import bench_cell, measure
-from worker.cli import main as vbw
+from vbw.bench.engine import bench_cell, measure
+from vbw.cli import main as vbw
 
 
 def test_measure_excludes_warmup_and_takes_median() -> None:

@@ -32,9 +32,9 @@ def _in_chunks(fn: Callable[[np.ndarray], Any], x: np.ndarray, size: int = 64) -
 
 @pytest.fixture(scope="module")
 def clips(default_model_dir: Path) -> np.ndarray:
-    pytest.importorskip("build_engine.clips", reason="clip generator not available")
+    pytest.importorskip("media.clips", reason="clip generator not available")
     from build_engine.export import calibration_clips
-    from build_engine.model import load_checkpoint
+    from videobert.model import load_checkpoint
 
     m = load_manifest(default_model_dir)
     model = load_checkpoint(str(default_model_dir / m.checkpoint))

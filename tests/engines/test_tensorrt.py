@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_engine.tensorrt_build import graph_profiles
 from engines import EngineUnavailable, load_engine
 from engines.manifest import load_manifest
 from engines.plan_cache import (
@@ -23,7 +22,8 @@ from engines.plan_cache import (
     default_cache_dir,
     timing_cache_name,
 )
-from worker.cli import main as vbw
+from engines.tensorrt_build import graph_profiles
+from vbw.cli import main as vbw
 
 HAVE_TRT = importlib.util.find_spec("tensorrt") is not None
 HAVE_PYCUDA = importlib.util.find_spec("pycuda") is not None

@@ -15,7 +15,7 @@ from build_engine.export import GRAPH_IO, PRECISIONS, STAGES, ExportError, expor
 from build_engine.precision import remove_cast_round_trips
 from build_engine.trt_compat import load_table, trt_problems
 from engines.manifest import load_manifest, sha256_file
-from worker.cli import main as vbw
+from vbw.cli import main as vbw
 
 
 def _graphs(model_dir: Path) -> list[tuple[str, str, onnx.ModelProto]]:
@@ -103,7 +103,7 @@ def test_motion_runs_per_frame_and_window_encoder_is_the_transformer(tiny_model_
 
 
 def test_tokens_input_mode_is_refused_with_a_reason(tmp_path: Path) -> None:
-    from build_engine.model import VideoBERT, VideoBertConfig, save_checkpoint
+    from videobert.model import VideoBERT, VideoBertConfig, save_checkpoint
 
     model = VideoBERT(VideoBertConfig(**TINY, input_mode="tokens"))
     save_checkpoint(model, str(tmp_path / "tokens.pt"))

@@ -18,7 +18,7 @@ def test_bench_kafka_reports_worker_and_raw_ceiling(tiny_model_dir, tmp_path):
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VBW_")}
     proc = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "bench", "kafka", "--model", str(tiny_model_dir),
+        [sys.executable, "-m", "vbw.cli", "bench", "kafka", "--model", str(tiny_model_dir),
          "--streams", "2", "--frames", "60", "--partitions", "2", "--json", str(out)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -42,7 +42,7 @@ def _env() -> dict[str, str]:
 
 def _vbw(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "worker.cli", *args],
+        [sys.executable, "-m", "vbw.cli", *args],
         cwd=REPO,
         env=_env(),
         capture_output=True,

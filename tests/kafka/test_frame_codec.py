@@ -6,7 +6,7 @@ import av
 import numpy as np
 import pytest
 
-from worker.decode import to_model_rgb
+from media.decode import to_model_rgb
 from worker.frames import Frame
 from worker.kafka.frame_codec import BadFrame, FrameDecoder, FrameEncoder, Reason
 

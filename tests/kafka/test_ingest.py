@@ -55,7 +55,7 @@ def ingest_config(tmp: Path, bootstrap: str, clip: Path, **source) -> Path:
 def run_ingest(config: Path, tmp: Path) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VBW_")}
     return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "ingest", "-c", str(config)],
+        [sys.executable, "-m", "vbw.cli", "ingest", "-c", str(config)],
         cwd=REPO,
         env=env,
         stdout=(tmp / "ingest.out").open("wb"),
@@ -108,7 +108,7 @@ def test_ingest_marks_loops_with_a_reset_header_and_stops_on_sigterm(broker, tmp
 def test_ingest_reports_its_own_config_problems_with_the_schemas(tmp_path: Path, capsys) -> None:
     """Before anything starts: a kafka source (ingest publishes cameras and files) and no frame
     size (neither ingest.size nor a model to take it from), reported together, exit 2."""
-    from worker.cli import main
+    from vbw.cli import main
 
     cfg = tmp_path / "ingest.yaml"
     cfg.write_text(

@@ -15,9 +15,9 @@ from services.tansu import consume_all
 
 from worker.frames import Window
 from worker.kafka.config import KafkaConnectionConfig, KafkaSinkConfig, ProducerTuning
-from worker.kafka.sinks import KafkaTopicSink
 from worker.messages import LabelScore, ModelRef, WindowMessage, window_id
 from worker.sinks.base import WindowResult
+from worker.sinks.kafka import KafkaTopicSink
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[2] / "schemas" / "vbw.window.v1.json").read_text())
 
@@ -177,7 +177,7 @@ def test_oversize_message_fails_alone_and_the_producer_keeps_going(broker):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_embedding_record_is_little_endian(dtype):
-    from worker.kafka.sinks import embedding_record
+    from worker.sinks.kafka import embedding_record
 
     r = result("cam", 0, dim=5)
     _, value, headers = embedding_record(r, dtype)

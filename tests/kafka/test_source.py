@@ -17,9 +17,9 @@ from services.tansu import FAST_GROUP, committed_offsets, consume_all, produce
 from worker.frames import Frame
 from worker.kafka.config import KafkaConnectionConfig, KafkaSourceConfig
 from worker.kafka.frame_codec import FrameEncoder
-from worker.kafka.source import KafkaFrameSource
 from worker.metrics import Metrics
 from worker.sources.base import FramesReleased
+from worker.sources.kafka import KafkaFrameSource
 
 SIZE = (32, 32)
 

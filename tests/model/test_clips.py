@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_engine import clips
 from build_engine.datasets import (
     GeneratedClips,
     analysis_times,
     decode_analysis_frames,
     sample_analysis_frames,
 )
-from worker.decode import decode_file
+from media import clips
+from media.decode import decode_file
 
 
 def test_render_is_deterministic_for_a_seed() -> None:
@@ -41,7 +41,7 @@ def test_generated_batches_are_indexed() -> None:
 
 
 def test_gen_clips_writes_identical_video_for_a_seed(tmp_path: Path) -> None:
-    from worker.cli import main
+    from vbw.cli import main
 
     for run in ("a", "b"):
         assert (
@@ -152,7 +152,7 @@ def test_single_frame_statistics_do_not_name_the_class() -> None:
 
 
 def test_sequence_video_and_timeline(tmp_path: Path) -> None:
-    from worker.cli import main
+    from vbw.cli import main
 
     out = tmp_path / "demo.mp4"
     assert main(["gen-clips", "--out", str(out), "--sequence", "move_left:1,grow:0.6"]) == 0

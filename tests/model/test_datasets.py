@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from build_engine import clips
 from build_engine.datasets import VideoFolderDataset
+from media import clips
 
 
 def _write(path: Path, label: str, seed: int, frames: int = 50) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from tiny_model import MINIMAL
 
-from build_engine.model import VideoBERT, VideoBertConfig
+from videobert.model import VideoBERT, VideoBertConfig
 
 CFG = dict(MINIMAL, labels=["a", "b", "c"], num_frames=6)
 

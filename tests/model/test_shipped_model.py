@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from build_engine import clips
 from build_engine.datasets import decode_analysis_frames
 from engines.manifest import load_manifest, sha256_file
+from media import clips
 
 SIZE_BUDGET = 10 * 1024 * 1024
 
@@ -43,7 +43,7 @@ def test_eval_cli_prints_accuracy(default_model_dir: Path) -> None:
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "vbw.cli",
             "eval",
             "--model",
             str(default_model_dir),

@@ -8,9 +8,9 @@ import pytest
 import torch
 from tiny_model import MINIMAL
 
-from build_engine import clips
-from build_engine.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
 from build_engine.train import STATE_NAME, Stopped, TrainConfig, kmeans, supcon_loss, train
+from media import clips
+from videobert.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
 
 
 def tiny_model() -> VideoBertConfig:

@@ -26,7 +26,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def all_label_clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """One single-label H.264 mp4 per label (16 s, 25 fps), made by the project's generator."""
-    from build_engine.clips import LABELS, clip_rng, render_clip, write_mp4
+    from media.clips import LABELS, clip_rng, render_clip, write_mp4
 
     out = tmp_path_factory.mktemp("clips")
     clips = {}

@@ -13,7 +13,7 @@ from worker.config import ConfigError, load_config, parse_config
 from worker.config_docs import current_block, readme_block
 
 REPO = Path(__file__).resolve().parents[2]
-VBW = [sys.executable, "-m", "worker.cli"]
+VBW = [sys.executable, "-m", "vbw.cli"]
 
 
 def vbw(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

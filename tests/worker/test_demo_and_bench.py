@@ -25,7 +25,7 @@ def test_demo_prints_one_line_per_window(default_model_dir):
     if not SAMPLE.is_file():
         pytest.skip(f"bundled sample missing: {SAMPLE}")
     r = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--model", str(default_model_dir)],
+        [sys.executable, "-m", "vbw.cli", "demo", "--model", str(default_model_dir)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -49,7 +49,7 @@ def test_bench_pipeline_smoke(tmp_path, tiny_model_dir):
     out = tmp_path / "bench.json"
     r = subprocess.run(
         [
-            sys.executable, "-m", "worker.cli", "bench", "pipeline",
+            sys.executable, "-m", "vbw.cli", "bench", "pipeline",
             "--model", str(tiny_model_dir), "--width", "320", "--height", "180", "--video-seconds", "3",
             "--rounds", "1", "--ceiling-seconds", "1", "--trial-seconds", "2", "--trial-warmup", "2",
             "--max-streams", "2", "--cache", str(tmp_path / "cache"), "--json", str(out),
@@ -68,9 +68,9 @@ def test_the_worker_runs_without_importing_torch(default_model_dir):
     import it (nor the model code that needs it)."""
     code = (
         "import sys\n"
-        "from worker.cli import main\n"
+        "from vbw.cli import main\n"
         f"rc = main(['demo', '--model', {str(default_model_dir)!r}])\n"
-        "heavy = sorted(m for m in ('torch', 'onnx', 'build_engine.model') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'onnx', 'videobert.model') if m in sys.modules)\n"
         "print('heavy modules:', heavy, file=sys.stderr)\n"
         "sys.exit(rc or (3 if heavy else 0))\n"
     )

@@ -9,11 +9,11 @@ import random
 from hypothesis import given
 from hypothesis import strategies as st
 
+from media.sampling import FpsSampler
 from worker.backoff import Backoff
 from worker.logs import JsonLinesFormatter, RedactingFilter
 from worker.redact import redact_text, redact_url
 from worker.refs import RefCounts
-from worker.sampling import FpsSampler
 
 
 def test_sampler_25_to_5():

@@ -1,4 +1,6 @@
-"""Kafka in and out: the frames source, the labels/embeddings sinks, dead letters, offsets, ingest."""
+"""Kafka client plumbing: connection and security config, the resilient producer, offset
+bookkeeping, the frame codec and dead letters. The frames source lives in `worker.sources.kafka`,
+the topic sink in `worker.sinks.kafka`."""
 
 import logging
 import os

@@ -10,7 +10,7 @@ per partition, so per stream) and pts / capture time come from the Kafka timesta
 
 Anything else is rejected with one `BadFrame` reason, for the dead-letter topic and the
 counters: the source never raises on input. JPEG is decoded with PyAV's mjpeg decoder and
-resized with `worker.decode.to_model_rgb`, the same resize the model was trained with.
+resized with `media.decode.to_model_rgb`, the same resize the model was trained with.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from worker.decode import to_model_rgb
+from media.decode import to_model_rgb
 from worker.frames import Frame
 
 JPEG = "image/jpeg"

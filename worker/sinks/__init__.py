@@ -11,7 +11,7 @@ from worker.sinks.base import Sink
 BUILDERS: dict[str, str] = {
     "jsonl": "worker.sinks.jsonl:JsonlSink.from_config",
     "stdout": "worker.sinks.jsonl:StdoutSink.from_config",
-    "kafka": "worker.kafka.sinks:KafkaTopicSink.from_config",
+    "kafka": "worker.sinks.kafka:KafkaTopicSink.from_config",
 }
 
 

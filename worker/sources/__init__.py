@@ -11,7 +11,7 @@ from worker.sources.base import Source
 BUILDERS: dict[str, str] = {
     "file": "worker.sources.file:FileSource.from_config",
     "rtsp": "worker.sources.rtsp:RtspSource.from_config",
-    "kafka": "worker.kafka.source:KafkaFrameSource.from_config",
+    "kafka": "worker.sources.kafka:KafkaFrameSource.from_config",
 }
 
 

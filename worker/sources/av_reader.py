@@ -10,11 +10,11 @@ from typing import Literal
 
 import av
 
+from media.decode import to_model_rgb
+from media.sampling import FpsSampler
 from worker.config import SamplingConfig
-from worker.decode import to_model_rgb
 from worker.frames import Frame
 from worker.redact import redact_text
-from worker.sampling import FpsSampler
 from worker.sources.base import SourceContext
 
 log = logging.getLogger("vbw.source")

@@ -35,7 +35,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from worker.kafka.bench import KafkaBenchSpec, run_kafka_bench
+    from vbw.bench.kafka import KafkaBenchSpec, run_kafka_bench
     from worker.logs import setup_logging
 
     if not (args.model / "model.json").is_file():

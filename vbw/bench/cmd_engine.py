@@ -1,6 +1,6 @@
 """`vbw bench engine`: frames/s and windows/s per backend, precision and batch; incremental vs whole-window.
 
-Workloads are described in engines/bench.py. "whole" is infer_windows (the whole_window graph
+Workloads are described in vbw/bench/engine.py. "whole" is infer_windows (the whole_window graph
 at fp32, the stage graphs composed at fp16/int8); "recompute" is encode_frames of all T frames +
 encode_windows through the stage graphs.
 """
@@ -58,8 +58,8 @@ def _fmt(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from engines import EngineUnavailable, load_engine
-    from engines.bench import CellResult, bench_cell
     from engines.manifest import ModelDirError
+    from vbw.bench.engine import CellResult, bench_cell
 
     load_before = os.getloadavg()
     started = time.time()

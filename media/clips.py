@@ -11,7 +11,7 @@ same thing at any frame rate.
 
 Frames are rendered from continuous coordinates with analytic anti-aliasing (signed distance
 functions), so the same `ClipParams` render at 320x180 for a real video file or straight at
-64x64 (aspect squashed, as `worker.decode.to_model_rgb` squashes) for in-memory training.
+64x64 (aspect squashed, as `media.decode.to_model_rgb` squashes) for in-memory training.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -450,18 +450,14 @@ def generate_dataset(
     fps: float = 25.0,
     num_frames: int = 80,
     labels: tuple[str, ...] = LABELS,
-    progress: bool = False,
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> list[dict]:
-    """Write `n` mp4 clips (labels balanced, round robin) and labels.jsonl; return the records."""
+    """Write `n` mp4 clips (labels balanced, round robin) and labels.jsonl; return the records.
+    `progress` wraps the clip indices (a progress bar: the caller's, so media needs no tqdm)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    it = range(n)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="clips", unit="clip")
-    for i in it:
+    for i in progress(range(n)) if progress else range(n):
         label = labels[i % len(labels)]
         params = sample_params(label, clip_rng(seed, i))
         name = f"clip_{i:05d}.mp4"

@@ -45,7 +45,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker.bench_pipeline import BenchSpec, run_bench
+    from vbw.bench.pipeline import BenchSpec, run_bench
     from worker.logs import setup_logging
 
     if not (args.model / "model.json").is_file():

@@ -119,7 +119,7 @@ def make_video(spec: BenchSpec, cache: Path) -> Path:
 
     import av
 
-    from build_engine.clips import clip_rng, render_frames, sample_params
+    from media.clips import clip_rng, render_frames, sample_params
 
     name = f"bench_{spec.width}x{spec.height}_{spec.source_fps:g}fps_{spec.video_seconds:g}s_{spec.kbps}k.mp4"
     path = cache / name

@@ -1,0 +1,1 @@
+"""The `vbw` program: the command line and the benchmarks, on top of every other package."""

@@ -1,0 +1,1 @@
+"""The VideoBERT model definition in torch (one readable file: `videobert.model`)."""
