@@ -99,7 +99,7 @@ def frame_records(stream: str, n: int, start: int = 0, size=(48, 64)) -> list:
     out = []
     for seq in range(start, start + n):
         img = rng.integers(0, 255, (*size, 3), dtype=np.uint8)
-        out.append(enc.encode(Frame(stream, seq, seq / 8, 1000.0 + seq, img)))
+        out.append(enc.encode(Frame(stream, seq, seq / 8, 1_700_000_000.0 + seq, img)))
     return out
 
 
@@ -255,6 +255,41 @@ def test_rebalance_hands_partitions_over_and_commits_on_revoke(broker):
     # lag is reported by the partition's owner only: s1 dropped the series of the one it lost
     kept = {str(tp.partition) for tp in s1._consumer.assignment()}
     wait_for(lambda: lag_partitions(ctx1) == kept, what=f"s1 lag series only for {kept}")
+    ctx1.stop()
+    ctx2.stop()
+    t1.join(10)
+    t2.join(10)
+
+
+def stream_up(ctx: PipelineSide, stream: str) -> float | None:
+    return ctx.metrics.registry.get_sample_value("vbw_stream_up", {"stream": stream})
+
+
+def test_kafka_streams_report_up_while_their_partition_is_ours(broker):
+    """vbw_stream_up is 1 for a stream met on a partition we own, and gone once the partition
+    moved to another worker (its new owner reports it; a 0 here would fire VbwStreamDown)."""
+    broker.create_topics({"frames": 2})
+    ctx1, ctx2 = PipelineSide(), PipelineSide()
+    s1, s2 = make_source(broker.bootstrap), make_source(broker.bootstrap)
+    t1 = start(s1, ctx1)
+    wait_for(lambda: s1._consumer is not None and len(s1._consumer.assignment()) == 2, what="s1 owns both")
+    on_p = {0: "cam-a", 1: "cam-b"}
+    produce(broker.bootstrap, "frames", frame_records("cam-a", 10), partition_of=lambda k: 0)
+    produce(broker.bootstrap, "frames", frame_records("cam-b", 10), partition_of=lambda k: 1)
+    wait_for(lambda: ctx1.seen() == 20, what="s1 read both streams")
+    assert stream_up(ctx1, "cam-a") == 1 and stream_up(ctx1, "cam-b") == 1
+    t2 = start(s2, ctx2)
+    wait_for(
+        lambda: s2._consumer is not None and len(s2._consumer.assignment()) == 1, timeout=30, what="split"
+    )
+    moved = on_p[next(iter(s2._consumer.assignment())).partition]
+    kept = on_p[1 - next(iter(s2._consumer.assignment())).partition]
+    produce(broker.bootstrap, "frames", frame_records("cam-a", 10, start=10), partition_of=lambda k: 0)
+    produce(broker.bootstrap, "frames", frame_records("cam-b", 10, start=10), partition_of=lambda k: 1)
+    wait_for(lambda: stream_up(ctx2, moved) == 1, what=f"s2 reports {moved} up")
+    wait_for(lambda: stream_up(ctx1, moved) is None, what=f"s1 dropped the up series of {moved}")
+    assert stream_up(ctx1, kept) == 1
+    assert stream_up(ctx2, kept) is None
     ctx1.stop()
     ctx2.stop()
     t1.join(10)

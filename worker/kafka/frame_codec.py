@@ -8,6 +8,12 @@ Wire format (shared design, "Messages"):
 A message with only a key and a JPEG value is a frame too: seq is then the Kafka offset (monotonic
 per partition, so per stream) and pts / capture time come from the Kafka timestamp.
 
+Times are checked, as a NaN or a capture time in milliseconds would otherwise reach the output
+messages (`null` fails the schema) and the latency histograms: `vbw-seq` must be decimal digits
+(0 .. 2^63-1), `vbw-pts` a finite number within ±2^32 s, and the capture time (header or Kafka
+timestamp) a finite unix time from 2000-01-01 to one day past this worker's clock. Anything else
+is `bad-header`.
+
 Anything else is rejected with one `BadFrame` reason, for the dead-letter topic and the
 counters: the source never raises on input. JPEG is decoded with PyAV's mjpeg decoder and
 resized with `media.decode.to_model_rgb`, the same resize the model was trained with.
@@ -16,6 +22,8 @@ resized with `media.decode.to_model_rgb`, the same resize the model was trained 
 from __future__ import annotations
 
 import fractions
+import math
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -37,6 +45,13 @@ H_CAPTURE = "vbw-capture-time"
 H_RESET = "vbw-reset"
 
 Headers = list[tuple[str, bytes]]
+
+# Bounds of a frame's numbers (docs/kafka.md lists them). Outside them the header is a mistake
+# (milliseconds sent as seconds, a clock that never got set, a NaN), not a time.
+MAX_SEQ = 2**63 - 1  # Kafka's own offsets are int64
+MAX_ABS_PTS_S = 2.0**32  # ~136 years: a pts that is a unix time still fits
+MIN_CAPTURE_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z
+MAX_CAPTURE_AHEAD_S = 86_400.0  # clock skew tolerated ahead of this worker's clock
 
 
 class Reason(StrEnum):
@@ -83,6 +98,37 @@ def parse_content_type(text: str) -> tuple[str, dict[str, str]]:
     return kind.lower(), out
 
 
+def parse_seq(raw: bytes) -> int:
+    """`vbw-seq`: decimal digits only (no sign, exponent or underscore), at most MAX_SEQ."""
+    text = raw.strip()
+    if not text.isdigit():  # bytes.isdigit is ASCII 0-9 only
+        raise ValueError(f"{H_SEQ} {raw[:40]!r} is not a non-negative integer")
+    seq = int(text)
+    if seq > MAX_SEQ:
+        raise ValueError(f"{H_SEQ} {seq} > {MAX_SEQ}")
+    return seq
+
+
+def parse_seconds(raw: bytes, name: str) -> float:
+    """A time header: a finite decimal number of seconds (`nan`, `inf`, `1e400` are not)."""
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} {raw[:40]!r} is not a finite number")
+    return value
+
+
+def check_times(pts: float, capture: float, capture_from: str, now: float) -> str | None:
+    """Why pts / capture time are out of bounds, or None. `capture_from` names where it came from."""
+    if abs(pts) > MAX_ABS_PTS_S:
+        return f"pts {pts!r} s is beyond ±2^32 s"
+    if not MIN_CAPTURE_TIME <= capture <= now + MAX_CAPTURE_AHEAD_S:
+        return (
+            f"capture time {capture!r} ({capture_from}) is not a unix time between 2000-01-01 and "
+            f"a day past this worker's clock ({now:.0f}); milliseconds sent as seconds?"
+        )
+    return None
+
+
 def _jpeg_complete(data: bytes) -> bool:
     # Some encoders pad after EOI; FFmpeg decodes half a JPEG without complaint, so check the marker.
     tail = data[-64:].rstrip(b"\x00")
@@ -123,17 +169,18 @@ class FrameDecoder:
         try:
             ts = float(timestamp_ms) / 1000.0 if timestamp_ms is not None and timestamp_ms >= 0 else None
             seq_h, pts_h, cap_h = (header(headers, h) for h in (H_SEQ, H_PTS, H_CAPTURE))
-            seq = int(seq_h) if seq_h is not None else ref[2]
-            pts = float(pts_h) if pts_h is not None else ts
-            capture = float(cap_h) if cap_h is not None else ts
+            seq = parse_seq(seq_h) if seq_h is not None else ref[2]
+            pts = parse_seconds(pts_h, H_PTS) if pts_h is not None else ts
+            capture = parse_seconds(cap_h, H_CAPTURE) if cap_h is not None else ts
             ctype_h = header(headers, H_CONTENT_TYPE)
             kind, params = parse_content_type(ctype_h.decode("ascii")) if ctype_h else (JPEG, {})
         except (ValueError, UnicodeDecodeError) as e:
             return BadFrame(Reason.BAD_HEADER, f"{where} stream {stream_id}: {e}")
         if pts is None or capture is None:
             return BadFrame(Reason.BAD_HEADER, f"{where} stream {stream_id}: no vbw-pts and no timestamp")
-        if seq < 0:
-            return BadFrame(Reason.BAD_HEADER, f"{where} stream {stream_id}: negative vbw-seq {seq}")
+        why = check_times(pts, capture, H_CAPTURE if cap_h is not None else "Kafka timestamp", time.time())
+        if why is not None:
+            return BadFrame(Reason.BAD_HEADER, f"{where} stream {stream_id}: {why}")
 
         if kind == JPEG:
             image = self._decode_jpeg(value, where, stream_id)
