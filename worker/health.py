@@ -3,7 +3,7 @@
 - `/healthz` 200 while every watched worker thread (inference, sink) has beaten its heartbeat
   within `wedged_after_s`; 503 with the silent thread's name otherwise (a wedged engine call or sink).
 - `/readyz` 503 until the engine is loaded and warmed and the sources have started; 200 after;
-  503 again while shutting down.
+  503 again while shutting down, and while `/healthz` is 503 (a wedged worker serves nothing).
 
 The server object is built here; the thread that serves it is started by the pipeline.
 """
@@ -38,7 +38,10 @@ class Health:
 
     def ready(self) -> tuple[bool, str]:
         with self._lock:
-            return self._ready, ("ready" if self._ready else self._why)
+            if not self._ready:
+                return False, self._why
+        alive, why = self.alive()
+        return (True, "ready") if alive else (False, why)
 
     def alive(self) -> tuple[bool, str]:
         now = time.monotonic()

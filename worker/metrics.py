@@ -2,10 +2,16 @@
 
 Per-stream labels can be switched off (`metrics.per_stream_labels: false`) for large fleets:
 the `stream` label then always reads "all", so the series count no longer grows with cameras.
+`vbw_stream_up{stream="all"}` is then 1 only while every known stream is up, and
+`vbw_streams_known` / `vbw_streams_up` say how many are down in either mode.
+
+Label sets known up front (drop reasons, partial-window kinds) exist at 0 from the start, so a
+healthy worker's panels read 0 rather than "No data".
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
@@ -13,13 +19,33 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 ALL_STREAMS = "all"
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 _STAGE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
-_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# One bucket per size up to 16, so ceil(histogram_quantile(...)) of integer sizes is exact (with
+# (0,1] as the first bucket a plain quantile of batches of 1 interpolates to 0.9); coarser above.
+_BATCH_BUCKETS = (*range(1, 17), 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024)
+
+# Why a frame is dropped before it enters a window (vbw_frames_dropped_total{reason}).
+FRAME_DROP_REASONS = ("overload", "late", "out_of_order", "bad_image", "engine_error", "shutdown")
+# What closed a stream's windows and cut a partial one (vbw_windows_{dropped,partial}_total{reason});
+# windows_dropped also counts whole batches lost to "engine_error".
+WINDOW_CLOSE_REASONS = (
+    "gap",
+    "loop",
+    "eos",
+    "error",
+    "reconnect",
+    "offset_reset",
+    "engine_error",
+    "shutdown",
+)
+PARTIAL_POLICIES = ("padded", "emitted")
 
 
 class Metrics:
     def __init__(self, per_stream_labels: bool = True, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
         self.per_stream_labels = per_stream_labels
+        self._up: dict[str, bool] = {}  # stream id -> up, for the streams this process reads itself
+        self._up_lock = threading.Lock()
         r = self.registry
         self.frames_received = Counter(
             "vbw_frames_received_total",
@@ -54,6 +80,10 @@ class Metrics:
             ["policy", "reason"],
             registry=r,
         )
+        for reason in WINDOW_CLOSE_REASONS:
+            self.windows_dropped.labels(reason)
+            for policy in PARTIAL_POLICIES:
+                self.windows_partial.labels(policy, reason)
         self.batch_size = Histogram(
             "vbw_batch_size", "Windows per encode_windows call", buckets=_BATCH_BUCKETS, registry=r
         )
@@ -70,11 +100,27 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        # Ingest pods: another quantity than end_to_end (a frame, not a window), so another name.
+        self.ingest_publish_latency = Histogram(
+            "vbw_ingest_publish_latency_seconds",
+            "vbw ingest: capture of a frame to the broker's ack of its message",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "vbw_queue_depth", "Items waiting in a pipeline queue", ["queue"], registry=r
         )
         self.stream_up_g = Gauge(
-            "vbw_stream_up", "1 while the stream delivers frames", ["stream"], registry=r
+            "vbw_stream_up",
+            'Per stream: 1 while it delivers frames. stream="all" (no per-stream labels): 1 only while every stream does',
+            ["stream"],
+            registry=r,
+        )
+        self.streams_known = Gauge(
+            "vbw_streams_known", "Streams this process reads itself (files, cameras)", registry=r
+        )
+        self.streams_up = Gauge(
+            "vbw_streams_up", "Streams of vbw_streams_known delivering frames", registry=r
         )
         self.reconnects = Counter(
             "vbw_stream_reconnects_total",
@@ -94,21 +140,42 @@ class Metrics:
     def stream(self, stream_id: str) -> str:
         return stream_id if self.per_stream_labels else ALL_STREAMS
 
-    def register_stream(self, stream_id: str) -> None:
-        """Create the stream's series at 0, so dashboards see it before the first event."""
+    def register_stream(self, stream_id: str, owned: bool = True) -> None:
+        """Create the stream's series at 0, so dashboards see it before the first event.
+
+        owned=False: a stream met as a message key in a topic (Kafka worker). This process has no
+        connection to it, so it gets no up state (which would read 0 forever); the ingest pod
+        reading the camera reports that. Registering an owned stream again changes nothing.
+        """
         s = self.stream(stream_id)
         self.frames_received.labels(s)
+        for reason in FRAME_DROP_REASONS:
+            self.frames_dropped.labels(s, reason)
         self.decode_errors.labels(s)
         self.windows_emitted.labels(s)
         self.reconnects.labels(s)
-        self.stream_up_g.labels(s)
+        if owned:
+            with self._up_lock:
+                self._up.setdefault(stream_id, False)
+                self._publish_up(s)
+
+    def _publish_up(self, label: str) -> None:
+        """Set the up gauges from self._up (caller holds _up_lock)."""
+        if self.per_stream_labels:
+            self.stream_up_g.labels(label).set(1 if self._up.get(label) else 0)
+        else:  # min over the streams: "all" must not read up while one of them is down
+            self.stream_up_g.labels(ALL_STREAMS).set(1 if all(self._up.values()) else 0)
+        self.streams_known.set(len(self._up))
+        self.streams_up.set(sum(self._up.values()))
 
     def watch_queue(self, name: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(name).set_function(depth)
 
     # -- SourceMetrics (worker.sources.base) --------------------------------------------------
     def stream_up(self, stream_id: str, up: bool) -> None:
-        self.stream_up_g.labels(self.stream(stream_id)).set(1 if up else 0)
+        with self._up_lock:
+            self._up[stream_id] = up
+            self._publish_up(self.stream(stream_id))
 
     def reconnect(self, stream_id: str) -> None:
         self.reconnects.labels(self.stream(stream_id)).inc()
