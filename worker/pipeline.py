@@ -28,23 +28,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from engines.base import Engine
-from worker.batcher import Batcher
 from worker.config import VbwConfig
-from worker.frames import Frame, Window
+from worker.delivery import DeliveryLedger
+from worker.frames import Frame
 from worker.health import Health, make_server
-from worker.messages import LabelScore, ModelRef, WindowMessage
+from worker.inference_stage import DropStreams as _Drop
+from worker.inference_stage import InferenceStage, StageOutput
+from worker.inference_stage import StreamReset as _Reset
+from worker.messages import ModelRef
 from worker.metrics import Metrics
-from worker.refs import RefCounts, SourceRef
-from worker.sinks.base import Sink, WindowResult
-from worker.sources.base import Feedback, FramesReleased, Source, WindowDelivery
-from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
+from worker.sinks.base import Sink
+from worker.sources.base import Feedback, FramesReleased, Source
 
 log = logging.getLogger("vbw.pipeline")
 
@@ -55,20 +54,7 @@ class StartupError(Exception):
     """The worker cannot start (engine, model, sink). One line, no traceback."""
 
 
-# -- items on frame_q besides frames ---------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class _Reset:
-    stream_id: str
-    reason: str
-    emit_partial: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Drop:
-    stream_ids: tuple[str, ...]
-    reason: str
-
-
+# Items on frame_q besides frames: _Reset, _Drop (worker.inference_stage), and this.
 _STOP = object()
 
 
@@ -165,17 +151,6 @@ class _SourceCtx:
         self._feedback.append(item)  # deque.append is thread-safe
 
 
-@dataclass(slots=True)
-class _Pending:
-    """A window on its way through the sinks."""
-
-    result: WindowResult
-    remaining: int
-    started: float
-    error: str | None = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
 class Pipeline:
     def __init__(
         self,
@@ -205,8 +180,7 @@ class Pipeline:
         self._stop_reason = ""
         self._started = threading.Event()
         self._drained = threading.Event()  # sinks flushed at shutdown (sources with commits_after_drain)
-        self._refs = RefCounts()
-        self._refs_lock = threading.Lock()
+        self._ledger = DeliveryLedger(self.metrics, self._feed_of)
         self._streams: dict[str, _SourceCtx] = {}
         self._streams_lock = threading.Lock()
         self._threads: dict[str, threading.Thread] = {}
@@ -214,7 +188,6 @@ class Pipeline:
         self.sources: list[Source] = []
         self.sinks: list[Sink] = []
         self.engine: Engine | None = None
-        self._assemblers: dict[str, SlidingWindowAssembler] = {}
 
     # -- public ---------------------------------------------------------------------------------
     def stop(self, reason: str = "stop requested") -> None:
@@ -411,180 +384,50 @@ class Pipeline:
 
     # -- inference thread -----------------------------------------------------------------------
     def _inference_loop(self) -> None:
+        assert self.engine is not None
         cfg = self.cfg
-        frames: Batcher[Frame] = Batcher(cfg.batching.frame_max_batch, cfg.batching.frame_max_delay_ms / 1000)
-        windows: Batcher[Window] = Batcher(self.window_max_batch, cfg.batching.max_delay_ms / 1000)
+        stage = InferenceStage(
+            self.engine,
+            cfg.windows,
+            cfg.batching,
+            metrics=self.metrics,
+            worker_id=self.worker_id,
+            top_k=cfg.engine.top_k,
+        )
         fq = self._frame_q
         stopping = False
-        while True:
+        while not stopping:
             self.health.beat("inference")
-            now = time.monotonic()
-            deadlines = [d for d in (frames.deadline(), windows.deadline()) if d is not None]
-            timeout = min(_IDLE_S, max(0.0, min(deadlines) - now)) if deadlines else _IDLE_S
+            due = stage.deadline()
+            timeout = _IDLE_S if due is None else min(_IDLE_S, max(0.0, due - time.monotonic()))
             items: list[Any] = []
             try:
                 items.append(fq.get(timeout=timeout) if timeout > 0 else fq.get_nowait())
-                while len(items) < cfg.batching.frame_max_batch:
+                while len(items) < stage.frame_max_batch:
                     items.append(fq.get_nowait())
             except queue.Empty:
                 pass
-            now = time.monotonic()
-            for item in items:
-                if isinstance(item, Frame):
-                    frames.add(item, now)
-                elif item is _STOP:
-                    stopping = True
-                else:  # a control: the frames before it go first
-                    for batch in frames.flush():
-                        self._encode_frames(batch, windows)
-                    self._control(item, windows)
-            for batch in frames.ready(now):
-                self._encode_frames(batch, windows)
-            for batch in windows.ready(time.monotonic()):
-                self._encode_windows(batch)
-            if stopping:
-                break
+            stopping = any(i is _STOP for i in items)
+            self._hand_on(stage.feed([i for i in items if i is not _STOP]))
         # Shutdown: what is queued is in flight; finish it, then close every stream.
-        for batch in frames.flush():
-            self._encode_frames(batch, windows)
-        for sid in list(self._assemblers):
-            ctx = self._ctx_of(sid)
-            emit = ctx.source.emit_partial_on_stop if ctx else True
-            step = self._assemblers[sid].close("shutdown", emit_partial=emit)
-            if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
-                step.released.clear()
-            self._apply_step(sid, step, windows)
-        for batch in windows.flush():
-            self._encode_windows(batch)
+        self._hand_on(stage.close(self._emit_partial_on_stop))
         self._put_result(_STOP)
 
-    def _assembler(self, stream_id: str) -> SlidingWindowAssembler:
-        a = self._assemblers.get(stream_id)
-        if a is None:
-            w, info = self.cfg.windows, self.engine.metadata  # type: ignore[union-attr]
-            a = SlidingWindowAssembler(
-                stream_id,
-                self.window_size,
-                w.stride,
-                max_gap=w.max_gap,
-                partial=w.partial,
-                min_partial_frames=w.min_partial_frames,
-                model_version=info.version,
-            )
-            self._assemblers[stream_id] = a
-        return a
+    def _hand_on(self, out: StageOutput) -> None:
+        # Holds, then releases, then results: no frame is freed while a window still needs it.
+        self._ledger.hold(out.held)
+        for sid, refs in out.released:
+            self._ledger.release(sid, refs)
+        for r in out.results:
+            self._put_result(r)
 
-    def _control(self, item: _Reset | _Drop, windows: Batcher[Window]) -> None:
-        if isinstance(item, _Reset):
-            a = self._assemblers.get(item.stream_id)
-            if a is not None:
-                self._apply_step(item.stream_id, a.close(item.reason, item.emit_partial), windows)
-        else:
-            for sid in item.stream_ids:
-                a = self._assemblers.pop(sid, None)
-                if a is not None:
-                    self._apply_step(sid, a.drop(), windows)
-                    log.info("stream %s: window state dropped (%s)", sid, item.reason)
+    def _emit_partial_on_stop(self, stream_id: str) -> bool:
+        ctx = self._ctx_of(stream_id)
+        return ctx.source.emit_partial_on_stop if ctx is not None else True
 
-    def _encode_frames(self, batch: list[Frame], windows: Batcher[Window]) -> None:
-        """Features and tokens of a batch of frames (both once per frame), into the windows."""
-        assert self.engine is not None
-        t0 = time.perf_counter()
-        try:
-            feats = self.engine.encode_frames(np.stack([f.image for f in batch]))
-            prev = predecessor_features(
-                [f.stream_id for f in batch], [f.seq for f in batch], feats, self._assemblers.get
-            )
-            tokens = self.engine.encode_steps(feats, prev)
-        except Exception as e:
-            log.error("encode_frames failed on %d frames: %s: %s", len(batch), type(e).__name__, e)
-            for f in batch:
-                self.metrics.frame_dropped(f.stream_id, "engine_error")
-                # the stream's windows must not bridge the hole
-                a = self._assemblers.get(f.stream_id)
-                if a is not None:
-                    self._apply_step(f.stream_id, a.close("engine_error"), windows)
-            return
-        self.metrics.stage_seconds("encode_frames", time.perf_counter() - t0)
-        for f, feat, token in zip(batch, feats, tokens, strict=True):
-            if f.source_ref is not None:
-                with self._refs_lock:
-                    self._refs.hold((f.source_ref,))
-            step = self._assembler(f.stream_id).push(
-                FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat, token
-            )
-            self._apply_step(f.stream_id, step, windows)
-
-    def _apply_step(self, stream_id: str, step: Step, windows: Batcher[Window]) -> None:
-        now = time.monotonic()
-        for w in step.windows:
-            if w.source_refs:
-                with self._refs_lock:
-                    self._refs.hold(w.source_refs)
-            # One engine path per batch: cached tokens (complete windows) or features (padded).
-            rows = w.features.shape[0] if w.features is not None else 0
-            windows.add(w, now, key=(rows, w.tokens is not None))
-        for what, reason in step.events:
-            if what == "partial_dropped":
-                self.metrics.windows_dropped.labels(reason).inc()
-            elif what in ("partial_padded", "partial_emitted"):
-                self.metrics.windows_partial.labels(what.removeprefix("partial_"), reason).inc()
-            elif what == "out_of_order":
-                self.metrics.frame_dropped(stream_id, "out_of_order")
-        if step.released:
-            with self._refs_lock:
-                freed = self._refs.release(step.released)
-            ctx = self._ctx_of(stream_id)
-            if freed and ctx is not None:
-                ctx._feed(FramesReleased(tuple(freed)))
-
-    def _encode_windows(self, batch: list[Window]) -> None:
-        assert self.engine is not None
-        t0 = time.perf_counter()
-        try:
-            scores, emb = self._window_outputs(batch)
-        except Exception as e:
-            # Their frames stay held: at-least-once sources re-read them after a restart.
-            log.error("encode_windows failed on %d windows: %s: %s", len(batch), type(e).__name__, e)
-            self.metrics.windows_dropped.labels("engine_error").inc(len(batch))
-            return
-        self.metrics.stage_seconds("encode_windows", time.perf_counter() - t0)
-        self.metrics.batch_size.observe(len(batch))
-        k = min(self.cfg.engine.top_k, len(self._labels))
-        produced = datetime.now(UTC)
-        wall = time.time()
-        for w, s, e in zip(batch, scores, emb, strict=True):
-            top = np.argsort(-s, kind="stable")[:k]
-            msg = WindowMessage(
-                window_id=w.window_id,
-                stream_id=w.stream_id,
-                index=w.index,
-                start_seq=w.start_seq,
-                end_seq=w.end_seq,
-                start_pts=w.start_pts,
-                end_pts=w.end_pts,
-                frames=w.frames,
-                complete=w.complete,
-                capture_time=w.capture_time,
-                labels=[LabelScore(label=self._labels[i], score=float(s[i])) for i in top],
-                model=self._model_ref,
-                latency_ms=max(0.0, (wall - w.capture_time) * 1000.0),
-                worker=self.worker_id,
-                produced_at=produced,
-            )
-            w.features = w.tokens = None  # the sinks do not need them; free the memory early
-            self._put_result(WindowResult(message=msg, embedding=e, scores=s, window=w))
-
-    def _window_outputs(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
-        """(scores, embeddings): complete windows from their cached tokens (only the transformer
-        runs), padded ones from their features. The batcher never mixes the two."""
-        assert self.engine is not None
-        if batch[0].tokens is not None:
-            return self.engine.encode_token_windows(
-                np.stack([w.features[0] for w in batch]),  # type: ignore[index]
-                np.stack([w.tokens for w in batch]),  # type: ignore[misc]
-            )
-        return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
+    def _feed_of(self, stream_id: str) -> Callable[[Feedback], None] | None:
+        ctx = self._ctx_of(stream_id)
+        return ctx._feed if ctx is not None else None
 
     def _put_result(self, item: Any) -> None:
         while True:
@@ -609,7 +452,7 @@ class Pipeline:
             if item is _STOP:
                 break
             if item is not None:
-                self._publish(item)
+                self._ledger.publish(item, self.sinks)
             now = time.monotonic()
             if item is None or now - last_poll >= _IDLE_S:
                 last_poll = now
@@ -631,47 +474,6 @@ class Pipeline:
                 self._sinks_ok = False
                 log.error("sink %s: close failed: %s: %s", sink.name, type(e).__name__, e)
         self._drained.set()
-
-    def _publish(self, result: WindowResult) -> None:
-        pending = _Pending(result, len(self.sinks), time.monotonic())
-        self.metrics.windows_emitted.labels(self.metrics.stream(result.message.stream_id)).inc()
-        for sink in self.sinks:
-            try:
-                sink.publish(result, lambda err, s=sink: self._on_done(pending, s, err))
-            except Exception as e:
-                self._on_done(pending, sink, f"publish raised {type(e).__name__}: {e}")
-
-    def _on_done(self, pending: _Pending, sink: Sink, error: str | None) -> None:
-        """A sink's verdict on one window. Any thread."""
-        if error is None:
-            self.metrics.published.labels(sink.name).inc()
-        else:
-            self.metrics.publish_errors.labels(sink.name).inc()
-            log.error(
-                "sink %s: window %s not delivered: %s", sink.name, pending.result.message.window_id, error
-            )
-        self.metrics.stage_seconds("publish", time.monotonic() - pending.started)
-        with pending.lock:
-            pending.remaining -= 1
-            if error is not None and pending.error is None:
-                pending.error = error
-            last = pending.remaining == 0
-        if not last:
-            return
-        w = pending.result.window
-        if pending.error is None:
-            self.metrics.end_to_end.observe(max(0.0, time.time() - w.capture_time))
-        if not w.source_refs:
-            return
-        ctx = self._ctx_of(w.stream_id)
-        refs: tuple[SourceRef, ...] = tuple(w.source_refs)
-        if ctx is not None:
-            ctx._feed(WindowDelivery(w.window_id, w.stream_id, refs, pending.error is None, pending.error))
-        if pending.error is None:
-            with self._refs_lock:
-                freed = self._refs.release(refs)
-            if freed and ctx is not None:
-                ctx._feed(FramesReleased(tuple(freed)))
 
     # -- shutdown -------------------------------------------------------------------------------
     _force = False

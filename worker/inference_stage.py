@@ -1,0 +1,314 @@
+"""The inference thread's work without the thread: frames and controls in, window results out.
+
+Pure in the manner of the batcher: no threads, no queues, no sleeps; the clock is injected, so
+it is tested by feeding items and moving the clock. The pipeline's inference thread is a loop
+around `feed` (queue items in) and `close` (shutdown), which hands each `StageOutput` on.
+
+    frames ──frame batcher──> encode_frames + encode_steps (features and token, once per frame)
+           ──per-stream SlidingWindowAssembler──> windows
+           ──window batcher (key: engine path)──> encode_token_windows | encode_windows
+           ──per-stream order gate──> WindowResult (vbw.window/v1 message, scores, embedding)
+
+A batch runs one engine path: complete windows from cached tokens, padded or short ones from
+features. So a stream's older padded window can still wait in its batcher queue while a newer
+complete one is done; the order gate holds results back until every older window of the same
+stream has left (or was dropped), so each stream's windows leave in the order they were cut.
+
+Frames with a `source_ref` take part in delivery bookkeeping: the output says which refs gained
+a holder (a frame entering its window buffer, each window that used it) and which ones each
+stream's window buffer let go of. The caller applies holds, then releases, then publishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from contracts.types import SourceRef
+from engines.base import Engine
+from worker.batcher import Batcher
+from worker.config import BatchingConfig, WindowsConfig
+from worker.frames import Frame, Window
+from worker.messages import LabelScore, ModelRef, WindowMessage
+from worker.metrics import Metrics
+from worker.sinks.base import WindowResult
+from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
+
+log = logging.getLogger("vbw.pipeline")  # the logger these lines always had
+
+
+# -- control items, ordered with the frames (sources put them on the frame queue) ------------
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """Close the stream's window state after the frames before it (the partial policy applies)."""
+
+    stream_id: str
+    reason: str
+    emit_partial: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DropStreams:
+    """Forget these streams' window state, emitting nothing (Kafka revoke)."""
+
+    stream_ids: tuple[str, ...]
+    reason: str
+
+
+Control = StreamReset | DropStreams
+
+
+@dataclass(slots=True)
+class StageOutput:
+    """What one call produced. Apply `held`, then `released`, then publish `results`."""
+
+    results: list[WindowResult] = field(default_factory=list)
+    held: list[SourceRef] = field(default_factory=list)  # one hold per entry
+    released: list[tuple[str, list[SourceRef]]] = field(default_factory=list)  # (stream, refs)
+
+
+class StreamOrder:
+    """Per-stream release gate: results leave in ticket order, whatever finished first."""
+
+    def __init__(self) -> None:
+        self._issued: dict[str, int] = {}  # next ticket per stream
+        self._due: dict[str, int] = {}  # oldest ticket not yet out
+        self._done: dict[str, dict[int, WindowResult | None]] = {}
+
+    def __len__(self) -> int:
+        """Tickets issued and not yet out."""
+        return sum(self._issued[s] - self._due[s] for s in self._issued)
+
+    def ticket(self, stream_id: str) -> int:
+        t = self._issued.get(stream_id, 0)
+        self._issued[stream_id] = t + 1
+        self._due.setdefault(stream_id, 0)
+        return t
+
+    def settle(self, stream_id: str, ticket: int, result: WindowResult | None) -> list[WindowResult]:
+        """The window of `ticket` is done (None: dropped). Returns what may leave now, in order."""
+        done = self._done.setdefault(stream_id, {})
+        done[ticket] = result
+        out: list[WindowResult] = []
+        due = self._due[stream_id]
+        while due in done:
+            r = done.pop(due)
+            if r is not None:
+                out.append(r)
+            due += 1
+        if due == self._issued[stream_id]:  # nothing outstanding: forget the stream
+            del self._issued[stream_id], self._due[stream_id], self._done[stream_id]
+        else:
+            self._due[stream_id] = due
+        return out
+
+
+class InferenceStage:
+    def __init__(
+        self,
+        engine: Engine,
+        windows: WindowsConfig,
+        batching: BatchingConfig,
+        *,
+        metrics: Metrics,
+        worker_id: str,
+        top_k: int,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ):
+        info = engine.metadata
+        self.engine = engine
+        self.metrics = metrics
+        self.worker_id = worker_id
+        self.window_size = windows.size or info.num_frames
+        self._wcfg = windows
+        self._top_k = min(top_k, len(info.labels))
+        self._labels = list(info.labels)
+        self._model_ref = ModelRef(
+            name=info.name, version=info.version, backend=info.backend, precision=info.precision
+        )
+        self._clock = clock
+        self._wall = wall_clock
+        self.frame_max_batch = batching.frame_max_batch
+        self._frames: Batcher[Frame] = Batcher(batching.frame_max_batch, batching.frame_max_delay_ms / 1000)
+        self._windows: Batcher[tuple[int, Window]] = Batcher(
+            min(batching.max_batch, info.max_batch), batching.max_delay_ms / 1000
+        )
+        self._assemblers: dict[str, SlidingWindowAssembler] = {}
+        self._order = StreamOrder()
+
+    # -- public -------------------------------------------------------------------------------
+    def deadline(self) -> float | None:
+        """Clock time at which a waiting batch is due (call `feed([])` then), None when idle."""
+        ds = [d for d in (self._frames.deadline(), self._windows.deadline()) if d is not None]
+        return min(ds) if ds else None
+
+    def waiting(self) -> int:
+        """Frames and windows waiting in the batchers."""
+        return len(self._frames) + len(self._windows)
+
+    def feed(self, items: Iterable[Frame | Control]) -> StageOutput:
+        """Take frames and controls in queue order, run every batch that is due."""
+        out = StageOutput()
+        now = self._clock()
+        for item in items:
+            if isinstance(item, Frame):
+                self._frames.add(item, now)
+            elif isinstance(item, StreamReset | DropStreams):
+                for batch in self._frames.flush():  # the frames before a control go first
+                    self._encode_frames(batch, out)
+                self._control(item, out)
+            else:
+                raise TypeError(f"not a frame or a control: {type(item).__name__}")
+        for batch in self._frames.ready(now):
+            self._encode_frames(batch, out)
+        for batch in self._windows.ready(self._clock()):
+            self._encode_windows(batch, out)
+        return out
+
+    def close(self, emit_partial: Callable[[str], bool] = lambda _sid: True) -> StageOutput:
+        """Shutdown: encode what waits, close every stream (its partial window by the policy
+        where `emit_partial(stream)`), run the last batches. Everything leaves."""
+        out = StageOutput()
+        for batch in self._frames.flush():
+            self._encode_frames(batch, out)
+        for sid, a in self._assemblers.items():
+            emit = emit_partial(sid)
+            step = a.close("shutdown", emit_partial=emit)
+            if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
+                step.released.clear()
+            self._apply_step(sid, step, out)
+        for batch in self._windows.flush():
+            self._encode_windows(batch, out)
+        return out
+
+    # -- frames -------------------------------------------------------------------------------
+    def _assembler(self, stream_id: str) -> SlidingWindowAssembler:
+        a = self._assemblers.get(stream_id)
+        if a is None:
+            w = self._wcfg
+            a = SlidingWindowAssembler(
+                stream_id,
+                self.window_size,
+                w.stride,
+                max_gap=w.max_gap,
+                partial=w.partial,
+                min_partial_frames=w.min_partial_frames,
+                model_version=self._model_ref.version,
+            )
+            self._assemblers[stream_id] = a
+        return a
+
+    def _control(self, item: Control, out: StageOutput) -> None:
+        if isinstance(item, StreamReset):
+            a = self._assemblers.get(item.stream_id)
+            if a is not None:
+                self._apply_step(item.stream_id, a.close(item.reason, item.emit_partial), out)
+        else:
+            for sid in item.stream_ids:
+                a = self._assemblers.pop(sid, None)
+                if a is not None:
+                    self._apply_step(sid, a.drop(), out)
+                    log.info("stream %s: window state dropped (%s)", sid, item.reason)
+
+    def _encode_frames(self, batch: list[Frame], out: StageOutput) -> None:
+        """Features and tokens of a batch of frames (both once per frame), into the windows."""
+        t0 = time.perf_counter()
+        try:
+            feats = self.engine.encode_frames(np.stack([f.image for f in batch]))
+            prev = predecessor_features(
+                [f.stream_id for f in batch], [f.seq for f in batch], feats, self._assemblers.get
+            )
+            tokens = self.engine.encode_steps(feats, prev)
+        except Exception as e:
+            log.error("encode_frames failed on %d frames: %s: %s", len(batch), type(e).__name__, e)
+            for f in batch:
+                self.metrics.frame_dropped(f.stream_id, "engine_error")
+                # the stream's windows must not bridge the hole
+                a = self._assemblers.get(f.stream_id)
+                if a is not None:
+                    self._apply_step(f.stream_id, a.close("engine_error"), out)
+            return
+        self.metrics.stage_seconds("encode_frames", time.perf_counter() - t0)
+        for f, feat, token in zip(batch, feats, tokens, strict=True):
+            if f.source_ref is not None:
+                out.held.append(f.source_ref)
+            step = self._assembler(f.stream_id).push(
+                FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat, token
+            )
+            self._apply_step(f.stream_id, step, out)
+
+    def _apply_step(self, stream_id: str, step: Step, out: StageOutput) -> None:
+        now = self._clock()
+        for w in step.windows:
+            out.held.extend(w.source_refs)
+            # One engine path per batch: cached tokens (complete windows) or features (padded).
+            rows = w.features.shape[0] if w.features is not None else 0
+            self._windows.add((self._order.ticket(stream_id), w), now, key=(rows, w.tokens is not None))
+        for what, reason in step.events:
+            if what == "partial_dropped":
+                self.metrics.windows_dropped.labels(reason).inc()
+            elif what in ("partial_padded", "partial_emitted"):
+                self.metrics.windows_partial.labels(what.removeprefix("partial_"), reason).inc()
+            elif what == "out_of_order":
+                self.metrics.frame_dropped(stream_id, "out_of_order")
+        if step.released:
+            out.released.append((stream_id, list(step.released)))
+
+    # -- windows ------------------------------------------------------------------------------
+    def _encode_windows(self, batch: list[tuple[int, Window]], out: StageOutput) -> None:
+        t0 = time.perf_counter()
+        try:
+            scores, emb = self._window_outputs([w for _, w in batch])
+        except Exception as e:
+            # Their frames stay held: at-least-once sources re-read them after a restart.
+            log.error("encode_windows failed on %d windows: %s: %s", len(batch), type(e).__name__, e)
+            self.metrics.windows_dropped.labels("engine_error").inc(len(batch))
+            for ticket, w in batch:
+                out.results.extend(self._order.settle(w.stream_id, ticket, None))
+            return
+        self.metrics.stage_seconds("encode_windows", time.perf_counter() - t0)
+        self.metrics.batch_size.observe(len(batch))
+        wall = self._wall()
+        produced = datetime.fromtimestamp(wall, UTC)
+        for (ticket, w), s, e in zip(batch, scores, emb, strict=True):
+            result = WindowResult(
+                message=self._message(w, s, wall, produced), embedding=e, scores=s, window=w
+            )
+            w.features = w.tokens = None  # the sinks do not need them; free the memory early
+            out.results.extend(self._order.settle(w.stream_id, ticket, result))
+
+    def _message(self, w: Window, scores: np.ndarray, wall: float, produced: datetime) -> WindowMessage:
+        top = np.argsort(-scores, kind="stable")[: self._top_k]
+        return WindowMessage(
+            window_id=w.window_id,
+            stream_id=w.stream_id,
+            index=w.index,
+            start_seq=w.start_seq,
+            end_seq=w.end_seq,
+            start_pts=w.start_pts,
+            end_pts=w.end_pts,
+            frames=w.frames,
+            complete=w.complete,
+            capture_time=w.capture_time,
+            labels=[LabelScore(label=self._labels[i], score=float(scores[i])) for i in top],
+            model=self._model_ref,
+            latency_ms=max(0.0, (wall - w.capture_time) * 1000.0),
+            worker=self.worker_id,
+            produced_at=produced,
+        )
+
+    def _window_outputs(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, embeddings): complete windows from their cached tokens (only the transformer
+        runs), padded ones from their features. The batcher never mixes the two."""
+        if batch[0].tokens is not None:
+            return self.engine.encode_token_windows(
+                np.stack([w.features[0] for w in batch]),  # type: ignore[index]
+                np.stack([w.tokens for w in batch]),  # type: ignore[misc]
+            )
+        return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
