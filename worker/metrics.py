@@ -140,13 +140,9 @@ class Metrics:
     def stream(self, stream_id: str) -> str:
         return stream_id if self.per_stream_labels else ALL_STREAMS
 
-    def register_stream(self, stream_id: str, owned: bool = True) -> None:
-        """Create the stream's series at 0, so dashboards see it before the first event.
-
-        owned=False: a stream met as a message key in a topic (Kafka worker). This process has no
-        connection to it, so it gets no up state (which would read 0 forever); the ingest pod
-        reading the camera reports that. Registering an owned stream again changes nothing.
-        """
+    def register_stream(self, stream_id: str) -> None:
+        """Create the stream's series at 0, so dashboards see it before the first event (a
+        stream registered again keeps its state)."""
         s = self.stream(stream_id)
         self.frames_received.labels(s)
         for reason in FRAME_DROP_REASONS:
@@ -154,10 +150,9 @@ class Metrics:
         self.decode_errors.labels(s)
         self.windows_emitted.labels(s)
         self.reconnects.labels(s)
-        if owned:
-            with self._up_lock:
-                self._up.setdefault(stream_id, False)
-                self._publish_up(s)
+        with self._up_lock:
+            self._up.setdefault(stream_id, False)
+            self._publish_up(s)
 
     def _publish_up(self, label: str) -> None:
         """Set the up gauges from self._up (caller holds _up_lock)."""
