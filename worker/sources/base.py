@@ -8,8 +8,11 @@ Contract, for anyone adding a source (the Kafka frames source is one):
 
 - `run(ctx)` loops until `ctx.stopping()` is true or the input ends (finite sources), then returns.
   Expected input problems (unreadable file, refused connection, bad message) are handled inside:
-  one log line, a counter (`ctx.metrics`), and the source carries on or ends. An exception that
-  escapes `run` is logged by the pipeline as one line and ends only this source.
+  one log line, a counter (`ctx.metrics`), and the source carries on or ends. A source that ends
+  because its input failed for good (a file that cannot be opened or read to its end) raises
+  `SourceFailed`; the runtime logs it as one line. Any other exception that escapes `run` is also
+  logged as one line and ends only this source. A run whose every source failed exits non-zero;
+  a source whose input simply ended (end of file) has not failed.
 - Frames: `ctx.emit(frame)`. `frame.seq` is monotonic per stream and never reused (not even
   after a reconnect); the pipeline treats a seq jump larger than `windows.max_gap` as a gap.
   Set `frame.source_ref` (for Kafka: (topic, partition, offset)) to get delivery feedback.
@@ -67,8 +70,18 @@ class FramesReleased:
 Feedback = WindowDelivery | FramesReleased
 
 
+class SourceFailed(Exception):
+    """Raised by `Source.run` when its input failed for good. The runtime logs it as the one
+    line `<source id>: <what>: <detail>` (the source has counted the error itself)."""
+
+    def __init__(self, source_id: str, what: str, detail: str):
+        super().__init__(f"{source_id}: {what}: {detail}")
+        self.source_id, self.what, self.detail = source_id, what, detail
+
+
 class SourceMetrics(Protocol):
-    """Per-stream counters a source updates itself (labels follow `metrics.per_stream_labels`)."""
+    """Per-stream counters a source updates itself (labels follow `metrics.per_stream_labels`).
+    `worker.metrics.Metrics` is the one implementation; every context hands it to its sources."""
 
     def stream_up(self, stream_id: str, up: bool) -> None: ...
     def reconnect(self, stream_id: str) -> None: ...
@@ -76,9 +89,21 @@ class SourceMetrics(Protocol):
     def frame_dropped(self, stream_id: str, reason: str, n: int = 1) -> None: ...
     def stage_seconds(self, stage: str, seconds: float) -> None: ...
 
+    # Kafka: streams and partitions come and go with the group's assignment.
+    def stream_gone(self, stream_id: str) -> None:
+        """No longer ours to report (partition revoked): its up series goes, it does not read 0."""
+        ...
+
+    def consumer_lag(self, topic: str, partition: int, lag: int) -> None: ...
+    def consumer_lag_gone(self, topic: str, partition: int) -> None: ...
+    def dead_letter(self, topic: str, reason: str) -> None: ...
+
 
 class SourceContext(Protocol):
-    """The pipeline, as one source sees it. Every method is safe to call from the source thread."""
+    """The pipeline, as one source sees it. Every method is safe to call from the source thread.
+
+    `worker.sources.context.SourceContextBase` implements the shared parts; each program (the
+    pipeline, `vbw ingest`, the benches) subclasses it with its own emit, resets and load."""
 
     metrics: SourceMetrics
     image_size: tuple[int, int]  # (H, W) frames must have, from the model
