@@ -3,67 +3,67 @@
 Cameras sit at the edge; GPU workers read the frames topic. The sources are the worker's own
 (`worker.sources`: the same reconnect with backoff, stall watchdog, sampling and metrics); only
 the other side of their `SourceContext` differs: instead of a window pipeline, each frame is
-encoded in its source thread and handed to one resilient producer. There is no queue here, so
-this edge process keeps its few threads in this module: one per source, plus the metrics server.
+encoded in its source thread and handed to one resilient producer. There is no queue here; the
+threads (one per source, the metrics server) are the runtime's (`worker.runtime`), as in `vbw run`.
 
 - Backpressure: the producer's unacked messages are the only buffer. A live source (camera)
   drops a frame when it is full (counted, reason "overload"; the seq gap tells the worker); a
   file waits.
 - A source's stream reset (reconnect, loop) marks the stream's next frame with a `vbw-reset`
   header, so the worker closes that stream's windows at the same place.
-- SIGTERM/SIGINT: stop the sources, flush the producer within the grace, exit 0.
+- SIGTERM/SIGINT: stop the sources, flush the producer within the grace, exit 0 (a second
+  signal stops waiting). Once every source of files has ended, the same; exit 1 if every
+  source failed.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from worker.frames import Frame
+from worker.health import Health
 from worker.kafka.frame_codec import FrameEncoder
 from worker.kafka.producer import ResilientProducer
-from worker.sources.base import Feedback, Source
+from worker.metrics import Metrics
+from worker.runtime import Runtime
+from worker.sources.base import Source
+from worker.sources.context import SourceContextBase
 
 log = logging.getLogger("vbw.ingest")
 
-_IDLE_S = 0.1
+_REPORT_S = 10.0  # progress line period
 
 
-class _IngestCtx:
-    """The `SourceContext` one source thread sees in edge mode."""
+class _IngestCtx(SourceContextBase):
+    """What one source thread sees in edge mode: frames are encoded here and handed to the producer."""
 
     def __init__(self, ingest: Ingest, source: Source) -> None:
+        pc = ingest.cfg.pipeline
+        super().__init__(
+            source,
+            ingest.runtime,
+            ingest.metrics,
+            ingest.image_size,
+            high_water=pc.high_water,
+            low_water=pc.low_water,
+        )
         self._ing = ingest
-        self.source = source
-        self.metrics = ingest.metrics
-        self.image_size = ingest.image_size
         self._encoder = FrameEncoder(ingest.cfg.ingest.format, ingest.cfg.ingest.quality)
         self._resets: dict[str, str] = {}
-        self._known: set[str] = set()
-
-    def stopping(self) -> bool:
-        return self._ing._stop.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._ing._stop.wait(max(0.0, seconds))
 
     def emit(self, frame: Frame) -> bool:
         ing = self._ing
         sid = frame.stream_id
-        if sid not in self._known:
-            self._known.add(sid)
-            ing.metrics.register_stream(sid)
-        ing.metrics.frames_received.labels(ing.metrics.stream(sid)).inc()
+        self.received(frame)
         while ing.pending() >= ing.max_pending:
             if self.source.live or self.stopping():
-                ing.metrics.frame_dropped(sid, "overload" if not self.stopping() else "shutdown")
+                self.dropped(frame, "overload" if not self.stopping() else "shutdown")
                 return False
-            time.sleep(0.005)
+            self.wait(0.005)
         t0 = time.perf_counter()
         key, value, headers = self._encoder.encode(frame, reset=self._resets.pop(sid, None))
         ing.metrics.stage_seconds("encode_jpeg", time.perf_counter() - t0)
@@ -71,7 +71,7 @@ class _IngestCtx:
         return True
 
     def stream_reset(self, stream_id: str, reason: str, emit_partial: bool = True) -> None:
-        self._resets[stream_id] = reason
+        self._resets[stream_id] = reason  # the stream's next frame carries it (vbw-reset)
 
     def drop_streams(self, stream_ids: Iterable[str], reason: str) -> None:
         pass  # no window state at the edge
@@ -79,36 +79,37 @@ class _IngestCtx:
     def load(self) -> float:
         return min(1.0, self._ing.pending() / self._ing.max_pending)
 
-    def congested(self) -> bool:
-        return self.load() >= self._ing.cfg.pipeline.high_water
-
-    def take_feedback(self) -> list[Feedback]:
-        return []
-
-    def drained(self) -> bool:
-        return True
-
 
 class Ingest:
-    def __init__(self, cfg: Any, image_size: tuple[int, int], sources: list[Source] | None = None) -> None:
-        from worker.health import Health
-        from worker.metrics import Metrics
-
+    def __init__(
+        self,
+        cfg: Any,
+        image_size: tuple[int, int],
+        sources: list[Source] | None = None,
+        install_signals: bool = True,
+    ) -> None:
         self.cfg = cfg
         self.image_size = image_size
         self.metrics = Metrics(cfg.metrics.per_stream_labels)
-        self.health = Health(cfg.metrics.wedged_after_s)
+        self.runtime = Runtime(
+            log,
+            grace_s=cfg.pipeline.shutdown_grace_s,
+            health=Health(cfg.metrics.wedged_after_s),
+            install_signals=install_signals,
+        )
+        self.health = self.runtime.health
         self.topic = cfg.ingest.topic
         self.max_pending = cfg.ingest.producer.max_pending
         self._sources_arg = sources
-        self._stop = threading.Event()
         self._lock = threading.Lock()  # the producer is owned by whoever holds this
         self._producer: ResilientProducer | None = None
-        self._threads: dict[str, threading.Thread] = {}
-        self._http: Any = None
-        self.metrics_port: int | None = None
+        self._last_report = 0.0
         self.published = 0
         self.failed = 0
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.runtime.http_port
 
     # -- producer, shared by the source threads under one lock -------------------------------
     def pending(self) -> int:
@@ -131,35 +132,18 @@ class Ingest:
             self._producer.send(self.topic, key, value, headers, done)
 
     def stop(self, reason: str = "stop requested") -> None:
-        if not self._stop.is_set():
-            log.info("stopping: %s", reason)
-            self._stop.set()
+        self.runtime.stop(reason)
 
     # -- run ----------------------------------------------------------------------------------
-    def run(self, install_signals: bool = True) -> int:
+    def run(self) -> int:
+        return self.runtime.run(self._start, self._shutdown, tick=self._tick)
+
+    def _start(self) -> None:
         from worker.sources import build_source
 
         cfg = self.cfg
         if cfg.metrics.enabled:
-            from worker.health import make_server
-
-            try:
-                self._http = make_server(
-                    cfg.metrics.host, cfg.metrics.port, self.metrics.registry, self.health
-                )
-            except OSError as e:
-                log.error(
-                    "cannot start: metrics port %s:%d: %s",
-                    cfg.metrics.host,
-                    cfg.metrics.port,
-                    e.strerror or e,
-                )
-                return 1
-            self.metrics_port = self._http.server_address[1]
-            self._spawn("http", self._http.serve_forever)
-        if install_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda s, _f: self.stop(signal.Signals(s).name))
+            self.runtime.serve_http(cfg.metrics.host, cfg.metrics.port, self.metrics.registry)
         self._producer = ResilientProducer(cfg.kafka, cfg.ingest.producer, name="ingest")
         self._producer.poll()
         self.metrics.published.labels(self.topic)
@@ -172,52 +156,36 @@ class Ingest:
         for s in sources:
             for sid in s.stream_ids():
                 self.metrics.register_stream(sid)
-            self._spawn(f"source:{s.id}", self._source_main, s)
+            self.runtime.start_source(s, _IngestCtx(self, s))
             log.info("source %s -> %s (%s)", s.describe(), self.topic, cfg.kafka.describe())
-        self.health.set_ready(True)
-        finite = bool(sources) and all(s.finite for s in sources)
-        last_report = time.monotonic()
-        while not self._stop.wait(_IDLE_S):
-            with self._lock:
-                self._producer.poll()
-            if finite and not any(self._threads[f"source:{s.id}"].is_alive() for s in sources):
-                self.stop("every source ended")
-            if time.monotonic() - last_report > 10:
-                last_report = time.monotonic()
-                log.info(
-                    "published %d frames, %d pending, %d failed", self.published, self.pending(), self.failed
-                )
-        return self._shutdown(sources)
+        self._last_report = time.monotonic()
 
-    def _spawn(self, name: str, target: Any, *args: Any) -> None:
-        t = threading.Thread(target=target, args=args, name=f"vbw-{name}", daemon=True)
-        self._threads[name] = t
-        t.start()
-
-    def _source_main(self, source: Source) -> None:
-        try:
-            source.run(_IngestCtx(self, source))
-        except Exception as e:  # one broken source never stops the others
-            log.error("source %s failed: %s: %s", source.describe(), type(e).__name__, e)
-
-    def _shutdown(self, sources: list[Source]) -> int:
-        grace = self.cfg.pipeline.shutdown_grace_s
-        deadline = time.monotonic() + grace
-        self.health.set_ready(False, "shutting down")
-        for s in sources:
-            self._threads[f"source:{s.id}"].join(max(0.0, deadline - grace / 2 - time.monotonic()))
+    def _tick(self) -> None:
         assert self._producer is not None
         with self._lock:
-            ok = self._producer.flush(max(0.1, deadline - time.monotonic()))
-            self._producer.close(timeout=1.0)
-        if self._http is not None:
-            with contextlib.suppress(Exception):
-                self._http.shutdown()
-                self._http.server_close()
+            self._producer.poll()
+        if time.monotonic() - self._last_report > _REPORT_S:
+            self._last_report = time.monotonic()
+            log.info(
+                "published %d frames, %d pending, %d failed", self.published, self.pending(), self.failed
+            )
+
+    def _shutdown(self) -> int:
+        log.info("stopping: %s", self.runtime.stop_reason)
+        ok = self.runtime.shutdown(self._flush)
+        self.runtime.close()
         log.info(
             "stopped: %d frames published, %d failed%s",
             self.published,
             self.failed,
             "" if ok else ", some unacked",
         )
-        return 0 if ok else 1
+        return self.runtime.exit_code(ok)
+
+    def _flush(self) -> bool:
+        """After the sources: every frame sent is acked, or the grace ends."""
+        assert self._producer is not None
+        with self._lock:
+            ok = self._producer.flush(max(0.1, self.runtime.remaining()))
+            self._producer.close(timeout=1.0)
+        return ok
