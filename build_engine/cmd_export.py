@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"vbw export: {args.checkpoint}: no such checkpoint", file=sys.stderr)
         return 2
     precisions = tuple(dict.fromkeys(["fp32", *(p.strip() for p in args.precisions.split(",") if p.strip())]))
-    from build_engine.export import PRECISIONS, ExportError, export_model
+    from build_engine.export import ExportError, export_model
+    from contracts.graph import PRECISIONS
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:

@@ -1,5 +1,7 @@
 """Checkpoint -> model directory: ONNX graphs in FP32, FP16 and INT8, plus model.json.
 
+Graph, file and tensor names come from contracts.graph, which the engines read too:
+
     frame_encoder   uint8 frames [N, H, W, 3]                -> features [N, D]
     motion_encoder  float32 features [N, D], prev_features [N, D] -> tokens [N, d]
     window_encoder  float32 tokens [B, T, d]                 -> scores [B, C], embedding [B, E]
@@ -27,28 +29,28 @@ import torch
 
 from build_engine.precision import to_fp16, to_int8_qdq
 from build_engine.trt_compat import trt_problems
-from engines.base import window_predecessors
-from engines.manifest import (
+from contracts.errors import VbwError
+from contracts.graph import (
+    CHECKPOINT_NAME,
+    FEATURES,
+    FRAME_ENCODER,
+    FRAMES,
+    GRAPH_IO,
+    GRAPHS,
     MANIFEST_NAME,
-    FileEntry,
-    ModelManifest,
-    Normalization,
-    sha256_file,
+    MOTION_ENCODER,
+    PRECISIONS,
+    PREV_FEATURES,
+    TOKENS,
+    WHOLE_WINDOW,
+    WINDOW_ENCODER,
+    graph_filename,
 )
+from engines.base import window_predecessors
+from engines.manifest import FileEntry, ModelManifest, Normalization, sha256_file
 from videobert.model import VideoBERT, load_checkpoint, save_checkpoint
 
 OPSET = 18
-GRAPHS = ("frame_encoder", "motion_encoder", "window_encoder", "whole_window")
-STAGES = ("frame_encoder", "motion_encoder", "window_encoder")  # what the incremental path needs
-PRECISIONS = ("fp32", "fp16", "int8")
-CHECKPOINT_NAME = "checkpoint.pt"
-# Graph inputs/outputs by name: the engines bind them by these names.
-GRAPH_IO: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "frame_encoder": (("frames",), ("features",)),
-    "motion_encoder": (("features", "prev_features"), ("tokens",)),
-    "window_encoder": (("tokens",), ("scores", "embedding")),
-    "whole_window": (("clips",), ("scores", "embedding")),
-}
 FP32_SCORE_TOLERANCE = 1e-4
 # The shipped default model must fit in this; export warns past it. The whole-window graph
 # repeats the stages' weights, so by default it is written in FP32 only (benchmarks, parity);
@@ -57,12 +59,9 @@ SIZE_BUDGET_BYTES = 10_000_000
 CALIB_FPS = 5.0  # fallback calibration clips: the worker's default analysis rate
 
 
-class ExportError(RuntimeError):
-    """The export produced a graph that is invalid or disagrees with the torch model."""
-
-
-def graph_filename(graph: str, precision: str) -> str:
-    return f"{graph}.onnx" if precision == "fp32" else f"{graph}.{precision}.onnx"
+class ExportError(VbwError, RuntimeError):
+    """The export produced a graph that is invalid or disagrees with the torch model, or the
+    checkpoint cannot be exported. Not retriable: the same checkpoint fails the same way."""
 
 
 def _log(msg: str) -> None:
@@ -112,13 +111,13 @@ def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, tuple[torch.Te
     s, t = cfg.image_size, cfg.num_frames
     g = torch.Generator().manual_seed(0)
     return {
-        "frame_encoder": (torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),),
-        "motion_encoder": (
+        FRAME_ENCODER: (torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),),
+        MOTION_ENCODER: (
             torch.randn(batch * t, cfg.feature_dim, generator=g),
             torch.randn(batch * t, cfg.feature_dim, generator=g),
         ),
-        "window_encoder": (torch.randn(batch, t, cfg.d_model, generator=g),),
-        "whole_window": (torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),),
+        WINDOW_ENCODER: (torch.randn(batch, t, cfg.d_model, generator=g),),
+        WHOLE_WINDOW: (torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),),
     }
 
 
@@ -146,10 +145,10 @@ def read_shapes_after_cast(proto: onnx.ModelProto) -> int:
 def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     """Trace one stage with the dynamo exporter; only dim 0 (batch) is dynamic."""
     module = {
-        "frame_encoder": _CastFirst(model.frame_encoder),
-        "motion_encoder": _MotionStage(model.window_encoder),
-        "window_encoder": _TokenStage(model.window_encoder),
-        "whole_window": _CastFirst(model),
+        FRAME_ENCODER: _CastFirst(model.frame_encoder),
+        MOTION_ENCODER: _MotionStage(model.window_encoder),
+        WINDOW_ENCODER: _TokenStage(model.window_encoder),
+        WHOLE_WINDOW: _CastFirst(model),
     }[graph]
     inputs, outputs = GRAPH_IO[graph]
     batch = torch.export.Dim("batch", min=1, max=65536)
@@ -186,11 +185,11 @@ def _ort_run(proto: onnx.ModelProto, feed: dict[str, np.ndarray]) -> list[np.nda
 @torch.no_grad()
 def torch_outputs(model: VideoBERT, graph: str, *xs: np.ndarray) -> list[np.ndarray]:
     t = [torch.from_numpy(x) for x in xs]
-    if graph == "frame_encoder":
+    if graph == FRAME_ENCODER:
         return [model.frame_encoder(*t).numpy()]
-    if graph == "motion_encoder":
+    if graph == MOTION_ENCODER:
         return [model.window_encoder.step(*t).numpy()]
-    if graph == "window_encoder":
+    if graph == WINDOW_ENCODER:
         return [y.numpy() for y in model.window_encoder.forward_tokens(*t)]
     return [y.numpy() for y in model(*t)]
 
@@ -200,7 +199,7 @@ def check_fp32_parity(
 ) -> float:
     """Max abs difference of every output (features, tokens or scores); raises past the tolerance."""
     want = torch_outputs(model, graph, *xs)
-    got = _ort_run(proto, dict(zip(GRAPH_IO[graph][0], xs, strict=True)))
+    got = _ort_run(proto, dict(zip(GRAPH_IO[graph].inputs, xs, strict=True)))
     diffs = [float(np.abs(g - w).max()) for g, w in zip(got, want, strict=True)]
     # Features and tokens feed a transformer, so hold them to the same bound as the scores.
     if max(diffs) > FP32_SCORE_TOLERANCE:
@@ -213,10 +212,10 @@ def check_fp32_parity(
 def top1_agreement(stages: dict[str, onnx.ModelProto], clips: np.ndarray, want: np.ndarray) -> float:
     """Top-1 agreement of the three stages run in ONNX Runtime with reference scores."""
     b, t = clips.shape[:2]
-    feats = _ort_run(stages["frame_encoder"], {"frames": clips.reshape(b * t, *clips.shape[2:])})[0]
+    feats = _ort_run(stages[FRAME_ENCODER], {FRAMES: clips.reshape(b * t, *clips.shape[2:])})[0]
     prev = window_predecessors(feats.reshape(b, t, -1)).reshape(b * t, -1)
-    tokens = _ort_run(stages["motion_encoder"], {"features": feats, "prev_features": prev})[0]
-    got = _ort_run(stages["window_encoder"], {"tokens": tokens.reshape(b, t, -1)})[0]
+    tokens = _ort_run(stages[MOTION_ENCODER], {FEATURES: feats, PREV_FEATURES: prev})[0]
+    got = _ort_run(stages[WINDOW_ENCODER], {TOKENS: tokens.reshape(b, t, -1)})[0]
     return float((want.argmax(-1) == got.argmax(-1)).mean())
 
 
@@ -368,23 +367,23 @@ def export_model(
     steps = (feats.reshape(-1, d), window_predecessors(feats).reshape(-1, d))
     check_steps = (check_feats.reshape(-1, d), window_predecessors(check_feats).reshape(-1, d))
     calib = {
-        "frame_encoder": _batches((clips.reshape(-1, s, s, 3),), 64),
-        "motion_encoder": _batches(steps, 64),
-        "window_encoder": _batches((tokens,), 8),
-        "whole_window": _batches((clips,), 4),
+        FRAME_ENCODER: _batches((clips.reshape(-1, s, s, 3),), 64),
+        MOTION_ENCODER: _batches(steps, 64),
+        WINDOW_ENCODER: _batches((tokens,), 8),
+        WHOLE_WINDOW: _batches((clips,), 4),
     }
     held_out = {
-        "frame_encoder": (check.reshape(-1, s, s, 3)[: 4 * t],),
-        "motion_encoder": tuple(x[: 4 * t] for x in check_steps),
-        "window_encoder": (check_tokens[:8],),
-        "whole_window": (check[:8],),
+        FRAME_ENCODER: (check.reshape(-1, s, s, 3)[: 4 * t],),
+        MOTION_ENCODER: tuple(x[: 4 * t] for x in check_steps),
+        WINDOW_ENCODER: (check_tokens[:8],),
+        WHOLE_WINDOW: (check[:8],),
     }
 
     result = ExportResult(manifest=None, out_dir=out)  # type: ignore[arg-type]
     graphs: dict[str, dict[str, str]] = {p: {} for p in precisions}
     stages: dict[str, dict[str, onnx.ModelProto]] = {p: {} for p in precisions}
     for graph in GRAPHS:
-        wanted = [p for p in precisions if graph != "whole_window" or p in whole_window_precisions]
+        wanted = [p for p in precisions if graph != WHOLE_WINDOW or p in whole_window_precisions]
         if not wanted:
             continue
         fp32 = export_fp32_graph(model, graph)
@@ -394,7 +393,7 @@ def export_model(
         if "fp16" in wanted:
             variants["fp16"] = to_fp16(fp32)
         if "int8" in wanted:
-            feeds = [dict(zip(GRAPH_IO[graph][0], b, strict=True)) for b in calib[graph]]
+            feeds = [dict(zip(GRAPH_IO[graph].inputs, b, strict=True)) for b in calib[graph]]
             variants["int8"] = to_int8_qdq(fp32, feeds)
         for precision, proto in variants.items():
             filename = graph_filename(graph, precision)

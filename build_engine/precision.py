@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from contracts.graph import EMBEDDING, SCORES
+
 # Kept in FP32 in the FP16 graph, by op type.
 FP16_KEEP_FP32_OPS = ("LayerNormalization", "Softmax", "ReduceSum", "ReduceMean", "Sqrt", "Reciprocal", "Pow")
 # Quantized in the INT8 graph: the weight-carrying ops. Attention's activation x activation
@@ -48,7 +50,7 @@ def _ancestors(graph: onnx.GraphProto, output: str) -> set[str]:
 
 
 def embedding_tail_nodes(
-    model: onnx.ModelProto, embedding: str = "embedding", scores: str = "scores"
+    model: onnx.ModelProto, embedding: str = EMBEDDING, scores: str = SCORES
 ) -> list[str]:
     """Nodes that only the embedding output needs (its head and L2 normalisation)."""
     outputs = {o.name for o in model.graph.output}

@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from build_engine.datasets import ANALYSIS_FPS, ANALYSIS_FPS_RANGE, GeneratedClips, VideoFolderDataset
+from contracts.errors import VbwError
 from media import clips
 from videobert.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
 
@@ -168,8 +169,11 @@ class Data:
 # --- checkpoints -----------------------------------------------------------------------------------
 
 
-class Stopped(Exception):
-    """Training stopped on request (`stop_at`) after saving its state."""
+class Stopped(VbwError):
+    """Training stopped on request (`stop_at`) after saving its state. Retriable: running it
+    again with `resume` (`vbw train --resume`) continues from that state."""
+
+    retriable = True
 
 
 @dataclass

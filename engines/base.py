@@ -22,6 +22,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from contracts.errors import VbwError
+from contracts.graph import TOKENS
 from engines.manifest import ModelManifest
 from engines.validation import check_rows, check_windows
 
@@ -103,7 +105,7 @@ class Engine(ABC):
         """Windows from cached per-frame tokens [B, T, d]; token 0 is recomputed from the first
         frame's features [B, D] as a frame with no predecessor."""
         m = self.metadata
-        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, TOKENS)
         first = check_rows(first_features, m.feature_dim, "first_features")
         if first.shape[0] != tokens.shape[0]:
             raise ValueError(f"{first.shape[0]} first_features for {tokens.shape[0]} windows")
@@ -141,5 +143,6 @@ class Engine(ABC):
         self.close()
 
 
-class EngineUnavailable(RuntimeError):
-    """The requested backend cannot run here (package missing, no GPU...). The message says why."""
+class EngineUnavailable(VbwError, RuntimeError):
+    """The requested backend cannot run here (package missing, no GPU...). The message says why.
+    Not retriable: another backend, an install or another machine is needed."""

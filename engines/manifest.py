@@ -11,8 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-MANIFEST_NAME = "model.json"
-Precision = Literal["fp32", "fp16", "int8"]
+from contracts.errors import VbwError
+from contracts.graph import MANIFEST_NAME
 
 
 class FileEntry(BaseModel):
@@ -43,7 +43,7 @@ class ModelManifest(BaseModel):
     # before the per-frame motion tokens, which the engines refuse with "re-export".
     token_dim: int | None = None
     embed_dim: int  # E
-    # Graph files per precision: {"fp32": {"frame_encoder": "frame_encoder.onnx", ...}, ...}
+    # Graph files per precision, named by contracts.graph: {"fp32": {"frame_encoder": "frame_encoder.onnx", ...}, ...}
     graphs: dict[str, dict[str, str]]
     checkpoint: str | None = None
     files: dict[str, FileEntry]  # sha256 of every file in the directory, by relative name
@@ -58,8 +58,8 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-class ModelDirError(Exception):
-    """A model directory is missing, incomplete or corrupt."""
+class ModelDirError(VbwError):
+    """A model directory is missing, incomplete or corrupt: re-export or re-download it."""
 
 
 def load_manifest(model_dir: str | Path, verify: bool = True) -> ModelManifest:

@@ -13,6 +13,17 @@ from typing import Any
 
 import numpy as np
 
+from contracts.graph import (
+    CLIPS,
+    FEATURES,
+    FRAME_ENCODER,
+    FRAMES,
+    MOTION_ENCODER,
+    PREV_FEATURES,
+    TOKENS,
+    WHOLE_WINDOW,
+    WINDOW_ENCODER,
+)
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
@@ -87,10 +98,10 @@ class OnnxRuntimeEngine(Engine):
         self._ort = ort
         self._opts = opts
         graphs = self.manifest.graphs[precision]
-        self._frame = self._session(graphs["frame_encoder"])
-        self._motion = self._session(graphs["motion_encoder"])
-        self._window = self._session(graphs["window_encoder"])
-        self._whole_file = graphs.get("whole_window")
+        self._frame = self._session(graphs[FRAME_ENCODER])
+        self._motion = self._session(graphs[MOTION_ENCODER])
+        self._window = self._session(graphs[WINDOW_ENCODER])
+        self._whole_file = graphs.get(WHOLE_WINDOW)
         self._whole: Any = None  # opened on first infer_windows: the worker never needs it
 
         m = self.manifest
@@ -116,16 +127,16 @@ class OnnxRuntimeEngine(Engine):
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         frames = check_frames(frames, self.metadata.image_size)
-        return self._frame.run(None, {"frames": frames})[0]
+        return self._frame.run(None, {FRAMES: frames})[0]
 
     def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
         features, prev = check_steps(features, prev, self.metadata.feature_dim)
-        return self._motion.run(None, {"features": features, "prev_features": prev})[0]
+        return self._motion.run(None, {FEATURES: features, PREV_FEATURES: prev})[0]
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
-        scores, embedding = self._window.run(None, {"tokens": tokens})
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, TOKENS)
+        scores, embedding = self._window.run(None, {TOKENS: tokens})
         return scores, embedding
 
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +149,7 @@ class OnnxRuntimeEngine(Engine):
             return self.encode_windows(feats.reshape(b, t, -1))
         if self._whole is None:
             self._whole = self._session(self._whole_file)
-        scores, embedding = self._whole.run(None, {"clips": clips})
+        scores, embedding = self._whole.run(None, {CLIPS: clips})
         return scores, embedding
 
     def close(self) -> None:

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
+from contracts.errors import VbwError
+from contracts.graph import FRAME_ENCODER, MOTION_ENCODER, WHOLE_WINDOW, WINDOW_ENCODER
 from engines.base import EngineUnavailable
 from engines.manifest import ModelManifest, sha256_file
 from engines.plan_cache import PlanCache, PlanKey, Profile
@@ -32,8 +34,9 @@ from engines.plan_cache import PlanCache, PlanKey, Profile
 DEFAULT_WORKSPACE_BYTES = 1 << 30
 
 
-class PlanBuildError(RuntimeError):
-    """TensorRT could not parse or compile a graph; the message carries the parser's errors."""
+class PlanBuildError(VbwError, RuntimeError):
+    """TensorRT could not parse or compile a graph; the message carries the parser's errors.
+    Not retriable: the same graph on the same TensorRT fails the same way."""
 
 
 def import_tensorrt() -> ModuleType:
@@ -75,12 +78,12 @@ def graph_profiles(
     graphs = manifest.graphs[precision]
     frames = windows.scaled(manifest.num_frames)
     out = {
-        "frame_encoder": (graphs["frame_encoder"], frames),
-        "motion_encoder": (graphs["motion_encoder"], frames),
-        "window_encoder": (graphs["window_encoder"], windows),
+        FRAME_ENCODER: (graphs[FRAME_ENCODER], frames),
+        MOTION_ENCODER: (graphs[MOTION_ENCODER], frames),
+        WINDOW_ENCODER: (graphs[WINDOW_ENCODER], windows),
     }
-    if "whole_window" in graphs:
-        out["whole_window"] = (graphs["whole_window"], windows)
+    if WHOLE_WINDOW in graphs:
+        out[WHOLE_WINDOW] = (graphs[WHOLE_WINDOW], windows)
     return out
 
 

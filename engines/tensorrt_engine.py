@@ -35,6 +35,17 @@ from typing import Any
 
 import numpy as np
 
+from contracts.graph import (
+    CLIPS,
+    FEATURES,
+    FRAME_ENCODER,
+    FRAMES,
+    MOTION_ENCODER,
+    PREV_FEATURES,
+    TOKENS,
+    WHOLE_WINDOW,
+    WINDOW_ENCODER,
+)
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.plan_cache import PlanCache, Profile
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
@@ -205,27 +216,27 @@ class TensorRTEngine(Engine):
 
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
         frames = check_frames(frames, self.metadata.image_size)
-        return self._run("frame_encoder", {"frames": frames})[0]
+        return self._run(FRAME_ENCODER, {FRAMES: frames})[0]
 
     def encode_steps(self, features: np.ndarray, prev: np.ndarray) -> np.ndarray:
         features, prev = check_steps(features, prev, self.metadata.feature_dim)
-        return self._run("motion_encoder", {"features": features, "prev_features": prev})[0]
+        return self._run(MOTION_ENCODER, {FEATURES: features, PREV_FEATURES: prev})[0]
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
-        scores, embedding = self._run("window_encoder", {"tokens": tokens})
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, TOKENS)
+        scores, embedding = self._run(WINDOW_ENCODER, {TOKENS: tokens})
         return scores, embedding
 
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
         clips = check_clips(clips, m.num_frames, m.image_size)
         self._ensure_ready()
-        if "whole_window" not in self._stages:  # no whole-window graph at this precision
+        if WHOLE_WINDOW not in self._stages:  # no whole-window graph at this precision
             b, t = clips.shape[:2]
             feats = self.encode_frames(clips.reshape(b * t, *clips.shape[2:]))
             return self.encode_windows(feats.reshape(b, t, -1))
-        scores, embedding = self._run("whole_window", {"clips": clips})
+        scores, embedding = self._run(WHOLE_WINDOW, {CLIPS: clips})
         return scores, embedding
 
     def close(self) -> None:

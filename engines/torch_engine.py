@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from contracts.graph import MANIFEST_NAME, TOKENS
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
@@ -44,7 +45,9 @@ class TorchEngine(Engine):
             raise EngineUnavailable("torch backend: fp16 needs a CUDA device (device='cuda')")
         self.model_dir, self.manifest = open_model(model_dir, None, verify)
         if not self.manifest.checkpoint:
-            raise ModelDirError(f"{self.model_dir}: model.json names no checkpoint for the torch backend")
+            raise ModelDirError(
+                f"{self.model_dir}: {MANIFEST_NAME} names no checkpoint for the torch backend"
+            )
         ckpt = self.model_dir / self.manifest.checkpoint
         if not ckpt.is_file():
             raise ModelDirError(f"{ckpt}: checkpoint missing")
@@ -85,7 +88,7 @@ class TorchEngine(Engine):
 
     def encode_tokens(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = self.metadata
-        tokens = check_windows(tokens, m.num_frames, m.token_dim, "tokens")
+        tokens = check_windows(tokens, m.num_frames, m.token_dim, TOKENS)
         scores, embedding = self._run(self.model.window_encoder.forward_tokens, tokens)
         return self._numpy(scores), self._numpy(embedding)
 

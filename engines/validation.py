@@ -10,6 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from contracts.graph import (
+    CHECKPOINT_NAME,
+    FEATURES,
+    FRAME_ENCODER,
+    MANIFEST_NAME,
+    MOTION_ENCODER,
+    WINDOW_ENCODER,
+)
 from engines.manifest import ModelDirError, ModelManifest, load_manifest
 
 
@@ -20,14 +28,14 @@ def check_frames(frames: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(frames)
 
 
-def check_windows(x: np.ndarray, num_frames: int, dim: int, name: str = "features") -> np.ndarray:
+def check_windows(x: np.ndarray, num_frames: int, dim: int, name: str = FEATURES) -> np.ndarray:
     """Windows of per-frame vectors (features or tokens): float32 [B, T, dim]."""
     if x.ndim != 3 or x.shape[1:] != (num_frames, dim):
         raise ValueError(f"{name} must be [B, {num_frames}, {dim}], got {list(x.shape)}")
     return np.ascontiguousarray(x, dtype=np.float32)
 
 
-def check_rows(x: np.ndarray, dim: int, name: str = "features") -> np.ndarray:
+def check_rows(x: np.ndarray, dim: int, name: str = FEATURES) -> np.ndarray:
     if x.ndim != 2 or x.shape[1] != dim:
         raise ValueError(f"{name} must be [N, {dim}], got {list(x.shape)}")
     return np.ascontiguousarray(x, dtype=np.float32)
@@ -64,15 +72,15 @@ def open_model(
     if precision is None:
         return model_dir, manifest
     graphs = manifest.graphs.get(precision)
-    if not graphs or not {"frame_encoder", "window_encoder"} <= graphs.keys():
+    if not graphs or not {FRAME_ENCODER, WINDOW_ENCODER} <= graphs.keys():
         raise ModelDirError(
             f"{model_dir}: no {precision} frame/window graphs in model.json "
             f"(precisions present: {', '.join(manifest.graphs) or 'none'})"
         )
-    if "motion_encoder" not in graphs or manifest.token_dim is None:
+    if MOTION_ENCODER not in graphs or manifest.token_dim is None:
         raise ModelDirError(
-            f"{model_dir}: model.json has no {precision} motion_encoder graph or no token_dim: it was "
-            "exported before per-frame motion tokens; re-export it with `vbw export --checkpoint "
-            f"{model_dir / (manifest.checkpoint or 'checkpoint.pt')} --out {model_dir}`"
+            f"{model_dir}: {MANIFEST_NAME} has no {precision} {MOTION_ENCODER} graph or no token_dim: it "
+            "was exported before per-frame motion tokens; re-export it with `vbw export --checkpoint "
+            f"{model_dir / (manifest.checkpoint or CHECKPOINT_NAME)} --out {model_dir}`"
         )
     return model_dir, manifest

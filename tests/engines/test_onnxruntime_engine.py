@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from contracts.graph import FRAME_ENCODER, MANIFEST_NAME, MOTION_ENCODER, WINDOW_ENCODER, graph_filename
 from engines import EngineUnavailable, load_engine
 from engines.manifest import ModelDirError, load_manifest
 from engines.onnxruntime_engine import resolve_providers
@@ -127,32 +129,36 @@ def test_missing_and_corrupt_model_dirs(tiny_model_dir: Path, tmp_path: Path) ->
 
     bad = tmp_path / "corrupt"
     shutil.copytree(tiny_model_dir, bad)
-    with (bad / "window_encoder.onnx").open("r+b") as f:
+    window_fp32 = graph_filename(WINDOW_ENCODER, "fp32")
+    with (bad / window_fp32).open("r+b") as f:
         f.seek(100)
         f.write(b"\x00\x01\x02")
-    with pytest.raises(ModelDirError, match=r"window_encoder.onnx: sha256 .* does not match"):
+    with pytest.raises(ModelDirError, match=rf"{re.escape(window_fp32)}: sha256 .* does not match"):
         load_engine(bad)
 
     missing = tmp_path / "missing"
     shutil.copytree(tiny_model_dir, missing)
-    (missing / "frame_encoder.int8.onnx").unlink()
-    with pytest.raises(ModelDirError, match=r"frame_encoder\.int8\.onnx: listed in model\.json but missing"):
+    frame_int8 = graph_filename(FRAME_ENCODER, "int8")
+    (missing / frame_int8).unlink()
+    with pytest.raises(
+        ModelDirError, match=rf"{re.escape(frame_int8)}: listed in {re.escape(MANIFEST_NAME)} but missing"
+    ):
         load_engine(missing, precision="int8")
 
     old = tmp_path / "before-motion-tokens"  # exported before the motion_encoder graph existed
     shutil.copytree(tiny_model_dir, old)
-    doc = json.loads((old / "model.json").read_text())
+    doc = json.loads((old / MANIFEST_NAME).read_text())
     del doc["token_dim"]
     for graphs in doc["graphs"].values():
-        del graphs["motion_encoder"]
-    (old / "model.json").write_text(json.dumps(doc))
-    with pytest.raises(ModelDirError, match=r"no fp32 motion_encoder graph or no token_dim.*re-export"):
+        del graphs[MOTION_ENCODER]
+    (old / MANIFEST_NAME).write_text(json.dumps(doc))
+    with pytest.raises(ModelDirError, match=rf"no fp32 {MOTION_ENCODER} graph or no token_dim.*re-export"):
         load_engine(old)
 
     no_int8 = tmp_path / "no-int8"
     shutil.copytree(tiny_model_dir, no_int8)
-    doc = json.loads((no_int8 / "model.json").read_text())
+    doc = json.loads((no_int8 / MANIFEST_NAME).read_text())
     del doc["graphs"]["int8"]
-    (no_int8 / "model.json").write_text(json.dumps(doc))
+    (no_int8 / MANIFEST_NAME).write_text(json.dumps(doc))
     with pytest.raises(ModelDirError, match=r"no int8 frame/window graphs .* present: fp32, fp16"):
         load_engine(no_int8, precision="int8")

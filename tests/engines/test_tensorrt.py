@@ -12,6 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from contracts.graph import (
+    FRAME_ENCODER,
+    MOTION_ENCODER,
+    STAGES,
+    WHOLE_WINDOW,
+    WINDOW_ENCODER,
+    graph_filename,
+)
 from engines import EngineUnavailable, load_engine
 from engines.manifest import load_manifest
 from engines.plan_cache import (
@@ -76,26 +84,26 @@ def test_plan_key_changes_with_every_field() -> None:
         replace(KEY, precision="int8"),
         replace(KEY, profile=Profile(1, 16, 32)),
     ]
-    names = {KEY.filename("window_encoder")} | {k.filename("window_encoder") for k in variants}
+    names = {KEY.filename(WINDOW_ENCODER)} | {k.filename(WINDOW_ENCODER) for k in variants}
     assert len(names) == 6
     assert len({KEY.digest(), *(k.digest() for k in variants)}) == 6
     assert replace(KEY) == KEY and KEY.digest() == replace(KEY).digest()  # stable
-    name = KEY.filename("frame_encoder")
-    assert name.startswith("frame_encoder.fp16.trt10.13.0.35.sm90.b1-8-32.") and name.endswith(".plan")
-    assert KEY.filename("frame_encoder") != KEY.filename("window_encoder")
+    name = KEY.filename(FRAME_ENCODER)
+    assert name.startswith(f"{FRAME_ENCODER}.fp16.trt10.13.0.35.sm90.b1-8-32.") and name.endswith(".plan")
+    assert KEY.filename(FRAME_ENCODER) != KEY.filename(WINDOW_ENCODER)
 
 
 def test_plan_cache_store_load_invalidate(tmp_path: Path) -> None:
     cache = PlanCache(tmp_path / "plans")
-    assert cache.load(KEY, "window_encoder") is None
-    path = cache.store(KEY, "window_encoder", b"PLAN-BYTES")
-    assert path.parent == tmp_path / "plans" and cache.load(KEY, "window_encoder") == b"PLAN-BYTES"
+    assert cache.load(KEY, WINDOW_ENCODER) is None
+    path = cache.store(KEY, WINDOW_ENCODER, b"PLAN-BYTES")
+    assert path.parent == tmp_path / "plans" and cache.load(KEY, WINDOW_ENCODER) == b"PLAN-BYTES"
     meta = json.loads(path.with_suffix(".json").read_text())
-    assert meta["graph"] == "window_encoder" and meta["compute_capability"] == [9, 0] and meta["bytes"] == 10
-    assert cache.load(replace(KEY, compute_capability=(8, 9)), "window_encoder") is None  # other GPU: miss
+    assert meta["graph"] == WINDOW_ENCODER and meta["compute_capability"] == [9, 0] and meta["bytes"] == 10
+    assert cache.load(replace(KEY, compute_capability=(8, 9)), WINDOW_ENCODER) is None  # other GPU: miss
     assert not list((tmp_path / "plans").glob("*.tmp"))  # atomic writes leave no temp files
-    cache.invalidate(KEY, "window_encoder")
-    assert cache.load(KEY, "window_encoder") is None and not path.with_suffix(".json").exists()
+    cache.invalidate(KEY, WINDOW_ENCODER)
+    assert cache.load(KEY, WINDOW_ENCODER) is None and not path.with_suffix(".json").exists()
 
 
 def test_timing_cache_is_per_tensorrt_build_and_gpu(tmp_path: Path) -> None:
@@ -120,11 +128,12 @@ def test_graph_profiles_scale_frames_by_t(tiny_model_dir: Path) -> None:
     m = load_manifest(tiny_model_dir)
     windows = Profile(1, 4, 16)
     fp32 = graph_profiles(m, "fp32", windows)
-    assert fp32["frame_encoder"] == ("frame_encoder.onnx", Profile(1, 32, 128))  # T = 8 frames per window
-    assert fp32["motion_encoder"] == ("motion_encoder.onnx", Profile(1, 32, 128))  # per frame too
-    assert fp32["window_encoder"] == ("window_encoder.onnx", windows)
-    assert fp32["whole_window"] == ("whole_window.onnx", windows)
-    assert "whole_window" not in graph_profiles(m, "int8", windows)  # composed from the stages
+    frames = Profile(1, 32, 128)  # T = 8 frames per window
+    assert fp32[FRAME_ENCODER] == (graph_filename(FRAME_ENCODER, "fp32"), frames)
+    assert fp32[MOTION_ENCODER] == (graph_filename(MOTION_ENCODER, "fp32"), frames)  # per frame too
+    assert fp32[WINDOW_ENCODER] == (graph_filename(WINDOW_ENCODER, "fp32"), windows)
+    assert fp32[WHOLE_WINDOW] == (graph_filename(WHOLE_WINDOW, "fp32"), windows)
+    assert WHOLE_WINDOW not in graph_profiles(m, "int8", windows)  # composed from the stages
 
 
 # -- clear errors where TensorRT cannot run ------------------------------------------------------
@@ -203,7 +212,7 @@ def test_plans_are_cached_and_bad_plans_rebuilt_once(tiny_model_dir: Path, tmp_p
     with load_engine(tiny_model_dir, "tensorrt", "fp16", cache_dir=tmp_path) as first:
         want = first.infer_windows(clips)[0]
     plans = sorted(tmp_path.glob("*.plan"))
-    assert {p.name.split(".")[0] for p in plans} == {"frame_encoder", "motion_encoder", "window_encoder"}
+    assert {p.name.split(".")[0] for p in plans} == set(STAGES)
     assert list(tmp_path.glob("timing.*.cache"))
     stamps = {p: p.stat().st_mtime_ns for p in plans}
     with load_engine(tiny_model_dir, "tensorrt", "fp16", cache_dir=tmp_path, build_missing=False) as second:

@@ -11,9 +11,22 @@ import pytest
 from onnx import TensorProto
 from tiny_model import TINY
 
-from build_engine.export import GRAPH_IO, PRECISIONS, STAGES, ExportError, export_model, graph_filename
+from build_engine.export import ExportError, export_model
 from build_engine.precision import remove_cast_round_trips
 from build_engine.trt_compat import load_table, trt_problems
+from contracts.graph import (
+    CHECKPOINT_NAME,
+    CLIPS,
+    FRAME_ENCODER,
+    GRAPH_IO,
+    MANIFEST_NAME,
+    MOTION_ENCODER,
+    PRECISIONS,
+    STAGES,
+    WHOLE_WINDOW,
+    WINDOW_ENCODER,
+    graph_filename,
+)
 from engines.manifest import load_manifest, sha256_file
 from vbw.cli import main as vbw
 
@@ -37,7 +50,7 @@ def _dims(v: onnx.ValueInfoProto) -> list[int | str]:
 
 def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None:
     m = load_manifest(tiny_model_dir)  # verifies every sha256
-    on_disk = {p.name for p in tiny_model_dir.iterdir()} - {"model.json"}
+    on_disk = {p.name for p in tiny_model_dir.iterdir()} - {MANIFEST_NAME}
     assert set(m.files) == on_disk
     for name, entry in m.files.items():
         assert entry.sha256 == sha256_file(tiny_model_dir / name)
@@ -45,11 +58,12 @@ def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None
     assert set(m.graphs) == set(PRECISIONS)
     for precision in PRECISIONS:
         assert set(STAGES) <= set(m.graphs[precision])
-    assert m.graphs["fp32"]["whole_window"] == "whole_window.onnx"
-    assert m.graphs["int8"]["frame_encoder"] == graph_filename("frame_encoder", "int8")
+    for precision, graphs in m.graphs.items():  # file names as contracts.graph gives them
+        assert graphs == {g: graph_filename(g, precision) for g in graphs}, precision
+    assert WHOLE_WINDOW in m.graphs["fp32"]
     assert (m.labels, m.num_frames, tuple(m.image_size)) == (["a", "b", "c", "d", "e"], 8, (32, 32))
     assert (m.feature_dim, m.token_dim) == (TINY["feature_dim"], TINY["d_model"])
-    assert m.checkpoint == "checkpoint.pt" and m.training == {"note": "random init, tests only"}
+    assert m.checkpoint == CHECKPOINT_NAME and m.training == {"note": "random init, tests only"}
     assert m.normalization.mean == (0.5, 0.5, 0.5)
 
 
@@ -57,10 +71,10 @@ def test_graph_io_names_types_and_only_batch_dynamic(tiny_model_dir: Path) -> No
     m = load_manifest(tiny_model_dir)
     t, (h, w), d, k = m.num_frames, m.image_size, m.feature_dim, m.token_dim
     want_in = {
-        "frame_encoder": [(TensorProto.UINT8, ["batch", h, w, 3])],
-        "motion_encoder": [(TensorProto.FLOAT, ["batch", d])] * 2,  # features, prev_features
-        "window_encoder": [(TensorProto.FLOAT, ["batch", t, k])],
-        "whole_window": [(TensorProto.UINT8, ["batch", t, h, w, 3])],
+        FRAME_ENCODER: [(TensorProto.UINT8, ["batch", h, w, 3])],
+        MOTION_ENCODER: [(TensorProto.FLOAT, ["batch", d])] * 2,  # features, prev_features
+        WINDOW_ENCODER: [(TensorProto.FLOAT, ["batch", t, k])],
+        WHOLE_WINDOW: [(TensorProto.UINT8, ["batch", t, h, w, 3])],
     }
     seen = set()
     for precision, graph, proto in _graphs(tiny_model_dir):
@@ -84,9 +98,9 @@ def test_opset_and_layernorm_is_one_op(tiny_model_dir: Path) -> None:
         opset = next(i.version for i in proto.opset_import if i.domain in ("", "ai.onnx"))
         assert opset >= 17, (precision, graph)
         ops = [n.op_type for n in proto.graph.node]
-        if graph == "window_encoder":
+        if graph == WINDOW_ENCODER:
             assert ops.count("LayerNormalization") == n_layernorms, (precision, graph)
-        if graph == "whole_window":  # the frame encoder may add its own
+        if graph == WHOLE_WINDOW:  # the frame encoder may add its own
             assert ops.count("LayerNormalization") >= n_layernorms, (precision, graph)
         assert "Pow" not in ops, (precision, graph)  # a decomposed LayerNorm squares with Pow
 
@@ -96,9 +110,9 @@ def test_motion_runs_per_frame_and_window_encoder_is_the_transformer(tiny_model_
     per-frame motion_encoder, which holds no attention."""
     for precision, graph, proto in _graphs(tiny_model_dir):
         ops = {n.op_type for n in proto.graph.node}
-        if graph == "window_encoder":
+        if graph == WINDOW_ENCODER:
             assert "Conv" not in ops and "Softmax" in ops, (precision, ops)
-        if graph == "motion_encoder":
+        if graph == MOTION_ENCODER:
             assert "Conv" in ops and not ops & {"Softmax", "LayerNormalization"}, (precision, ops)
 
 
@@ -121,7 +135,7 @@ def _input_types(proto: onnx.ModelProto) -> dict[str, int]:
 
 def test_fp16_is_mixed_with_touchy_ops_in_fp32(tiny_model_dir: Path) -> None:
     m = load_manifest(tiny_model_dir)
-    proto = onnx.load(tiny_model_dir / m.graphs["fp16"]["window_encoder"])
+    proto = onnx.load(tiny_model_dir / m.graphs["fp16"][WINDOW_ENCODER])
     types = _input_types(proto)
     by_op: dict[str, set[int]] = {}
     for n in proto.graph.node:
@@ -204,7 +218,7 @@ def test_export_of_shipped_checkpoint_reproduces_its_graphs(default_model_dir: P
     h, w = m.image_size
     clips = np.random.default_rng(0).integers(0, 256, (2, m.num_frames, h, w, 3), dtype=np.uint8)
     runs = [
-        ort.InferenceSession(str(d / "whole_window.onnx")).run(None, {"clips": clips})
+        ort.InferenceSession(str(d / graph_filename(WHOLE_WINDOW, "fp32"))).run(None, {CLIPS: clips})
         for d in (default_model_dir, out)
     ]
     np.testing.assert_allclose(runs[0][0], runs[1][0], atol=1e-5)
@@ -214,7 +228,7 @@ def test_shipped_model_fits_10_mb(default_model_dir: Path) -> None:
     m = load_manifest(default_model_dir)
     on_disk = sum(p.stat().st_size for p in default_model_dir.rglob("*") if p.is_file())
     assert on_disk <= 10_000_000, f"shipped model is {on_disk / 1e6:.2f} MB"
-    assert set(m.files) == {p.name for p in default_model_dir.iterdir() if p.is_file()} - {"model.json"}
+    assert set(m.files) == {p.name for p in default_model_dir.iterdir() if p.is_file()} - {MANIFEST_NAME}
 
 
 def test_cli_export_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -237,5 +251,6 @@ def test_cli_export_clear_errors(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_manifest_json_is_readable_without_pydantic(tiny_model_dir: Path) -> None:
-    doc = json.loads((tiny_model_dir / "model.json").read_text())
-    assert doc["schema"] == "vbw.model/v1" and doc["graphs"]["fp32"]["frame_encoder"] == "frame_encoder.onnx"
+    doc = json.loads((tiny_model_dir / MANIFEST_NAME).read_text())
+    assert doc["schema"] == "vbw.model/v1"
+    assert doc["graphs"]["fp32"][FRAME_ENCODER] == graph_filename(FRAME_ENCODER, "fp32")

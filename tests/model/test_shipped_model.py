@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from build_engine.datasets import decode_analysis_frames
+from contracts.graph import MANIFEST_NAME, PRECISIONS, STAGES, WHOLE_WINDOW
 from engines.manifest import load_manifest, sha256_file
 from media import clips
 
@@ -19,16 +20,14 @@ def test_shipped_dir_fits_the_size_budget(default_model_dir: Path) -> None:
     total = sum(f.stat().st_size for f in default_model_dir.rglob("*") if f.is_file())
     assert total <= SIZE_BUDGET, f"{default_model_dir}: {total / 1e6:.2f} MB > 10 MB"
     manifest = load_manifest(default_model_dir, verify=False)
-    for precision in ("fp32", "fp16", "int8"):
-        assert {"frame_encoder", "motion_encoder", "window_encoder"} <= set(manifest.graphs[precision]), (
-            precision
-        )
-    assert "whole_window" in manifest.graphs["fp32"]
+    for precision in PRECISIONS:
+        assert set(STAGES) <= set(manifest.graphs[precision]), precision
+    assert WHOLE_WINDOW in manifest.graphs["fp32"]
 
 
 def test_manifest_lists_every_file_with_its_sha256(default_model_dir: Path) -> None:
     manifest = load_manifest(default_model_dir, verify=True)
-    on_disk = {f.name for f in default_model_dir.iterdir() if f.is_file() and f.name != "model.json"}
+    on_disk = {f.name for f in default_model_dir.iterdir() if f.is_file() and f.name != MANIFEST_NAME}
     assert set(manifest.files) == on_disk
     for name, entry in manifest.files.items():
         assert sha256_file(default_model_dir / name) == entry.sha256
