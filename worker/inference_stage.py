@@ -36,7 +36,7 @@ from worker.config import BatchingConfig, WindowsConfig
 from worker.frames import Frame, Window
 from worker.messages import LabelScore, ModelRef, WindowMessage
 from worker.metrics import Metrics
-from worker.sinks.base import WindowResult
+from worker.sinks.base import WindowResult, reject
 from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
 
 log = logging.getLogger("vbw.pipeline")  # the logger these lines always had
@@ -277,9 +277,18 @@ class InferenceStage:
         wall = self._wall()
         produced = datetime.fromtimestamp(wall, UTC)
         for (ticket, w), s, e in zip(batch, scores, emb, strict=True):
-            result = WindowResult(
-                message=self._message(w, s, wall, produced), embedding=e, scores=s, window=w
-            )
+            result: WindowResult | None
+            try:
+                result = WindowResult(
+                    message=self._message(w, s, wall, produced), embedding=e, scores=s, window=w
+                )
+            except ValueError as err:  # not a valid vbw.window/v1 (a NaN score or time): never published
+                reject(w, err, self.metrics.windows_dropped)
+                # Dropped for good, like a partial window: a replay would fail the same way, so its
+                # frames are let go rather than holding the commit point back forever.
+                if w.source_refs:
+                    out.released.append((w.stream_id, list(w.source_refs)))
+                result = None
             w.features = w.tokens = None  # the sinks do not need them; free the memory early
             out.results.extend(self._order.settle(w.stream_id, ticket, result))
 

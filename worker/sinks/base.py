@@ -23,21 +23,30 @@ Contract, for anyone adding a sink (the Kafka labels and embeddings sinks are tw
   passes; it returns True if nothing is left pending. `close()` releases the resources.
 - `name` labels the sink's `vbw_published_total{topic}` / `vbw_publish_errors_total{topic}`
   (for Kafka: the topic; for JSONL: "jsonl" or the configured name).
+
+Validation: a sink only ever sees valid windows. The `WindowMessage` checks itself when built
+(finite numbers, RFC 3339 time, UTF-8: whatever `schemas/vbw.window.v1.json` rejects) and
+`WindowResult` checks the embedding and scores are finite, both raising ValueError. Whoever
+builds results catches that and calls `reject()`: the window is dropped for good, counted in
+`vbw_windows_dropped_total{reason="invalid_message"}` and logged (rate-limited), never published.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from contracts.types import DeliveryCallback
 from worker.frames import Window
-from worker.messages import WindowMessage
+from worker.messages import WindowMessage, problems
 
-#: done(None) = acked; done("reason") = failed for good. Call exactly once per publish.
-DeliveryCallback = Callable[[str | None], None]
+#: vbw_windows_dropped_total{reason} of a window whose message or embedding cannot be valid
+INVALID_REASON = "invalid_message"
 
 
 @dataclass(slots=True)
@@ -48,6 +57,11 @@ class WindowResult:
     embedding: np.ndarray  # float32 [E], L2-normalised
     scores: np.ndarray  # float32 [C], every label's score in model label order
     window: Window  # the window itself (features already dropped), for refs and timing
+
+    def __post_init__(self) -> None:
+        # The message checked itself; a NaN here would reach the embeddings topic unchecked.
+        if not (np.isfinite(self.embedding).all() and np.isfinite(self.scores).all()):
+            raise ValueError(f"window {self.message.window_id}: non-finite embedding or scores")
 
     @property
     def key(self) -> str:
@@ -76,3 +90,40 @@ class Sink(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release files/connections. No publish after this."""
+
+
+class _Throttled:
+    """At most `burst` lines per `period` seconds; says how many it held back."""
+
+    def __init__(self, log: logging.Logger, burst: int = 20, period: float = 10.0) -> None:
+        self.log, self.burst, self.period = log, burst, period
+        self._start, self._count, self._held = -period, 0, 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._start > self.period:
+            if self._held:
+                self.log.warning("%d more invalid windows not logged in %.0fs", self._held, self.period)
+            self._start, self._count, self._held = now, 0, 0
+        if self._count < self.burst:
+            self._count += 1
+            self.log.warning(msg, *args)
+        else:
+            self._held += 1
+
+
+_invalid_log = _Throttled(logging.getLogger("vbw.sinks"))
+
+
+def reject(window: Window, err: Exception, windows_dropped: Any) -> None:
+    """A window that cannot be a valid vbw.window/v1 message (a NaN score or time, ...): count it in
+    `windows_dropped` (the vbw_windows_dropped_total counter) and log why. It is never published."""
+    windows_dropped.labels(INVALID_REASON).inc()
+    _invalid_log.warning(
+        "stream %s: window %s (seq %d-%d) dropped, not a valid vbw.window/v1 message: %s",
+        window.stream_id,
+        window.window_id,
+        window.start_seq,
+        window.end_seq,
+        problems(err),
+    )
