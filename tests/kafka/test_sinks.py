@@ -95,7 +95,7 @@ def test_labels_and_embeddings_arrive_keyed_with_headers(broker):
     assert len(got_labels) == len(results)
     for m in got_labels:
         doc = json.loads(m.value())
-        jsonschema.validate(doc, SCHEMA)
+        jsonschema.validate(doc, SCHEMA, format_checker=jsonschema.FormatChecker())
         headers = dict(m.headers())
         assert headers["window_id"].decode() == doc["window_id"]
         assert m.key().decode() == doc["stream_id"]

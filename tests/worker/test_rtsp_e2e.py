@@ -62,7 +62,8 @@ def test_rtsp_streams_to_jsonl_labelled_right(
     assert rc == 0, w.stderr()
     docs = w.windows()
     validator = jsonschema.Draft202012Validator(
-        json.loads((REPO / "schemas" / "vbw.window.v1.json").read_text())
+        json.loads((REPO / "schemas" / "vbw.window.v1.json").read_text()),
+        format_checker=jsonschema.FormatChecker(),  # date-time really checked (rfc3339-validator)
     )
     for d in docs:
         validator.validate(d)
