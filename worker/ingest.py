@@ -121,7 +121,7 @@ class Ingest:
             if err is None:
                 self.published += 1
                 self.metrics.published.labels(self.topic).inc()
-                self.metrics.end_to_end.observe(max(0.0, time.time() - capture_time))
+                self.metrics.ingest_publish_latency.observe(max(0.0, time.time() - capture_time))
             else:
                 self.failed += 1
                 self.metrics.publish_errors.labels(self.topic).inc()
