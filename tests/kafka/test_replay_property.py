@@ -1,91 +1,130 @@
-"""At-least-once, end to end but pure: offset book + stream aligner + the real window assembler.
+"""At-least-once, end to end but without threads: the Kafka source's offset book and stream
+aligner around the worker's real InferenceStage (window assembler, batchers) and DeliveryLedger
+(ref counts, pending sinks, feedback), with a numpy engine and two sinks that ack when told.
 
 A partition carries several interleaved streams. The worker crashes at random points (pending
-windows are lost, only the last commit survives) and replays from its commit point. Whatever the
-crash points, ack order and commit timing, every window of an uninterrupted run must have been
-delivered at least once, and nothing but those windows (same window_ids) is ever delivered.
+windows and batches are lost, only the last commit survives) and replays from its commit point.
+Whatever the crash points, ack order, batch timing and commit timing, every window of an
+uninterrupted run must have been delivered (acked by every sink) at least once, and nothing but
+those windows (same window_ids) is ever delivered.
 """
 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from collections import deque
 
 import numpy as np
+from fake_engine import FakeEngine
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from worker.config import BatchingConfig, WindowsConfig
+from worker.delivery import DeliveryLedger
+from worker.frames import Frame
+from worker.inference_stage import InferenceStage, StageOutput
 from worker.kafka.align import StreamAligner
 from worker.kafka.offsets import OffsetBook
-from worker.windows import FrameMeta, SlidingWindowAssembler
+from worker.metrics import Metrics
+from worker.sinks.base import DeliveryCallback, Sink, WindowResult
+from worker.sources.base import Feedback, FramesReleased, WindowDelivery
 
 TP = ("frames", 0)
-FEATURE = np.zeros(2, np.float32)
+IMAGE = np.zeros((2, 2, 3), np.uint8)
 
 
-@dataclass
-class Worker:
-    """The pipeline's delivery bookkeeping, reduced to what decides commits."""
+class AckLaterSink(Sink):
+    """Holds every window's `done` until the test acks it; remembers what it acked."""
 
-    size: int
-    stride: int
-    start: int
-    book: OffsetBook = field(default_factory=OffsetBook)
-    aligner: StreamAligner | None = None
-    assemblers: dict[str, SlidingWindowAssembler] = field(default_factory=dict)
-    pending: dict[str, list[tuple[str, int, int]]] = field(default_factory=dict)  # window id -> refs
-    in_buffer: set[tuple[str, int, int]] = field(default_factory=set)
-    window_refs: dict[tuple[str, int, int], int] = field(default_factory=dict)  # unacked windows per frame
-    committed: int = 0
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.waiting: dict[str, DeliveryCallback] = {}
+        self.acked: set[str] = set()
 
-    def __post_init__(self) -> None:
-        self.aligner = StreamAligner(self.stride)
-        self.book.assign(TP, self.start, committed=self.start)
-        self.committed = self.start
-
-    def _maybe_release(self, ref: tuple[str, int, int]) -> None:
-        if ref not in self.in_buffer and self.window_refs.get(ref, 0) == 0:
-            self.window_refs.pop(ref, None)
-            self.book.release(TP, ref[2])
-
-    def read(self, offset: int, stream: str, seq: int) -> list[str]:
-        assert self.aligner is not None
-        if not self.aligner.admit(stream, seq):
-            self.book.skip(TP, offset)
-            return []
-        ref = (*TP, offset)
-        self.book.hold(TP, offset)
-        self.in_buffer.add(ref)
-        asm = self.assemblers.setdefault(
-            stream, SlidingWindowAssembler(stream, self.size, self.stride, max_gap=0, partial="drop")
-        )
-        step = asm.push(FrameMeta(seq=seq, pts=float(seq), capture_time=0.0, ref=ref), FEATURE)
-        for w in step.windows:
-            self.pending[w.window_id] = list(w.source_refs)
-            for r in w.source_refs:
-                self.window_refs[r] = self.window_refs.get(r, 0) + 1
-        for r in step.released:
-            self.in_buffer.discard(r)
-            self._maybe_release(r)
-        return [w.window_id for w in step.windows]
+    def publish(self, result: WindowResult, done: DeliveryCallback) -> None:
+        self.waiting[result.message.window_id] = done
 
     def ack(self, wid: str) -> None:
-        for r in self.pending.pop(wid):
-            self.window_refs[r] -= 1
-            self._maybe_release(r)
+        self.waiting.pop(wid)(None)
+        self.acked.add(wid)
+
+    def flush(self, timeout: float) -> bool:
+        return not self.waiting
+
+    def close(self) -> None:
+        pass
+
+
+class Worker:
+    """One worker process: Kafka source bookkeeping -> InferenceStage -> DeliveryLedger -> sinks."""
+
+    def __init__(self, size: int, stride: int, start: int, batching: dict, sinks: list[AckLaterSink]):
+        self.book = OffsetBook()
+        self.book.assign(TP, start, committed=start)
+        self.committed = start
+        self.aligner = StreamAligner(stride)
+        self.t = 0.0
+        self.stage = InferenceStage(
+            FakeEngine(num_frames=size),
+            WindowsConfig(stride=stride, max_gap=0, partial="drop"),
+            BatchingConfig(**batching),
+            metrics=Metrics(),
+            worker_id="w",
+            top_k=1,
+            clock=lambda: self.t,
+        )
+        self.feedback: deque[Feedback] = deque()
+        self.ledger = DeliveryLedger(Metrics(), lambda _sid: self.feedback.append)
+        self.sinks = sinks
+        self.delivered: list[str] = []  # WindowDelivery ok: every sink acked
+
+    def read(self, offset: int, stream: str, seq: int, dt: float) -> None:
+        self.t += dt
+        if not self.aligner.admit(stream, seq):
+            self.book.skip(TP, offset)
+            self._hand_on(self.stage.feed([]))
+            return
+        self.book.hold(TP, offset)
+        frame = Frame(stream, seq, float(seq), 0.0, IMAGE, source_ref=(*TP, offset))
+        self._hand_on(self.stage.feed([frame]))
+
+    def end_of_input(self) -> None:
+        # a Kafka source keeps its open windows held (emit_partial_on_stop=False)
+        self._hand_on(self.stage.close(lambda _sid: False))
+
+    def _hand_on(self, out: StageOutput) -> None:  # as the pipeline's inference and sink threads
+        self.ledger.hold(out.held)
+        for sid, refs in out.released:
+            self.ledger.release(sid, refs)
+        for r in out.results:
+            self.ledger.publish(r, self.sinks)
+
+    def take_feedback(self) -> None:  # as KafkaSource._take_feedback
+        while self.feedback:
+            item = self.feedback.popleft()
+            if isinstance(item, FramesReleased):
+                for topic, partition, offset in item.refs:
+                    self.book.release((topic, partition), offset)
+            elif isinstance(item, WindowDelivery) and item.ok:
+                self.delivered.append(item.window_id)
 
     def commit(self) -> None:
+        self.take_feedback()
         point = self.book.commit_point(TP)
         assert point is not None and point >= self.committed
         self.committed = point
 
 
+NO_WAIT = dict(max_batch=1, max_delay_ms=0, frame_max_batch=1, frame_max_delay_ms=0)
+
+
 def reference_windows(messages: list[tuple[str, int]], size: int, stride: int) -> set[str]:
-    w = Worker(size, stride, 0)
-    out: set[str] = set()
+    sink = AckLaterSink("ref")
+    w = Worker(size, stride, 0, NO_WAIT, [sink])
     for offset, (stream, seq) in enumerate(messages):
-        out.update(w.read(offset, stream, seq))
-    return out
+        w.read(offset, stream, seq, 0.0)
+    w.end_of_input()
+    return set(sink.waiting)
 
 
 @st.composite
@@ -104,35 +143,55 @@ def inputs(draw):
     return messages, size, stride, crashes
 
 
+batching = st.fixed_dictionaries(
+    {
+        "max_batch": st.integers(1, 4),
+        "max_delay_ms": st.sampled_from([0.0, 10.0]),
+        "frame_max_batch": st.integers(1, 4),
+        "frame_max_delay_ms": st.sampled_from([0.0, 10.0]),
+    }
+)
+
+
 @settings(max_examples=300, deadline=None)
-@given(case=inputs(), seed=st.integers(0, 2**32 - 1))
-def test_every_window_delivered_at_least_once_with_stable_ids(case, seed):
+@given(case=inputs(), batch=batching, seed=st.integers(0, 2**32 - 1))
+def test_every_window_delivered_at_least_once_with_stable_ids(case, batch, seed):
     messages, size, stride, crashes = case
     rng = random.Random(seed)
     expected = reference_windows(messages, size, stride)
-    delivered: dict[str, int] = {}
+    delivered: set[str] = set()
+    acked: set[str] = set()
 
     start = 0
     for crash_at in [*crashes, None]:
-        worker = Worker(size, stride, start)
+        sinks = [AckLaterSink("labels"), AckLaterSink("emb")]
+        worker = Worker(size, stride, start, batch, sinks)
         end = len(messages) if crash_at is None else max(crash_at, start)
         for offset in range(start, end):
             stream, seq = messages[offset]
-            worker.read(offset, stream, seq)
-            # the sinks ack some pending windows, in any order
-            for wid in list(worker.pending):
-                if rng.random() < 0.5:
-                    worker.ack(wid)
-                    delivered[wid] = delivered.get(wid, 0) + 1
+            worker.read(offset, stream, seq, rng.choice([0.0, 0.004, 0.02]))
+            # each sink acks some of its pending windows, in any order
+            for sink in sinks:
+                wids = list(sink.waiting)
+                rng.shuffle(wids)
+                for wid in wids:
+                    if rng.random() < 0.5:
+                        sink.ack(wid)
             if rng.random() < 0.3:
                 worker.commit()
-        if crash_at is None:  # clean end: drain the sinks, commit
-            for wid in list(worker.pending):
-                worker.ack(wid)
-                delivered[wid] = delivered.get(wid, 0) + 1
+        if crash_at is None:  # clean end: last batches, drain the sinks, commit
+            worker.end_of_input()
+            for sink in sinks:
+                for wid in list(sink.waiting):
+                    sink.ack(wid)
             worker.commit()
-        # a crash loses pending windows and everything after the last commit
+            assert worker.ledger.in_flight() == 0
+        # a crash loses pending windows and batches, and everything after the last commit
         start = worker.committed
+        worker.take_feedback()  # (what the sinks acked is out there, taken or not)
+        delivered.update(worker.delivered)
+        for sink in sinks:
+            acked |= sink.acked
 
-    assert set(delivered) <= expected, "a replay cut a window the uninterrupted run never had"
-    assert expected <= set(delivered), f"missing windows: {len(expected - set(delivered))}"
+    assert acked <= expected, "a replay cut a window the uninterrupted run never had"
+    assert expected <= delivered, f"missing windows: {len(expected - delivered)}"
