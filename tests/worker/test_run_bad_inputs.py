@@ -151,3 +151,41 @@ def test_sigterm_exits_zero_within_grace_with_every_completed_window(
         if partial:
             assert partial[0]["start_seq"] == complete[-1]["start_seq"] + 2
     assert "Traceback" not in w.stderr()
+
+
+@pytest.mark.parametrize(
+    ("good", "rc_expected"), [(False, 1), (True, 0)], ids=["every-source-failed", "one-ended-normally"]
+)
+def test_a_run_whose_every_source_failed_exits_non_zero(
+    tmp_path, labelled_clips, tiny_model_dir, worker_proc, good, rc_expected
+):
+    """Files that cannot be opened are failures, one log line each; a file that ends is not."""
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(bytes(range(256)) * 400)
+    sources = [
+        {"type": "file", "id": "missing", "path": str(tmp_path / "nope.mp4")},
+        {"type": "file", "id": "garbage", "path": str(garbage)},
+    ]
+    if good:
+        sources.append({"type": "file", "id": "good", "path": str(labelled_clips["grow"])})
+    out = tmp_path / "out.jsonl"
+    w = worker_proc(
+        {
+            "sources": sources,
+            "engine": {"model_dir": str(tiny_model_dir)},
+            "sinks": [{"type": "jsonl", "path": str(out)}],
+        },
+        jsonl=out,
+    )
+    assert w.proc is not None
+    rc = w.proc.wait(timeout=120)  # every source is a file: the worker exits by itself
+    err = w.stderr()
+    assert rc == rc_expected, err
+    assert "Traceback" not in err
+    lines = err.splitlines()
+    for sid in ("missing", "garbage"):
+        mine = [ln for ln in lines if f" {sid}: " in ln and "ERROR" in ln]
+        assert len(mine) == 1, f"{sid}: want one error line:\n{err}"
+    assert ("every source failed" in err) == (not good), err
+    if good:
+        assert any(d["stream_id"] == "good" for d in w.windows())

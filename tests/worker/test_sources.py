@@ -8,10 +8,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from worker.config import SamplingConfig
 from worker.frames import Frame
 from worker.metrics import Metrics
+from worker.sources.base import SourceFailed
 from worker.sources.file import FileSource
 
 
@@ -98,10 +100,12 @@ def test_realtime_pacing_follows_timestamps(labelled_clips):
     np.testing.assert_allclose(np.diff(cap), 0.2, atol=0.05)
 
 
-def test_unreadable_file_counts_and_returns(tmp_path: Path):
+def test_unreadable_file_counts_and_fails(tmp_path: Path):
+    """A file that cannot be opened ends its source as a failure (the runtime logs the line)."""
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 1000)
     ctx = Collect()
-    FileSource("bad", bad, SamplingConfig()).run(ctx)
+    with pytest.raises(SourceFailed, match=r"^bad: cannot open file: "):
+        FileSource("bad", bad, SamplingConfig()).run(ctx)
     assert ctx.frames == []
     assert ctx.metrics.decode_errors.labels("bad")._value.get() == 1

@@ -9,8 +9,8 @@ from typing import Any
 import av
 
 from worker.config import FileSourceConfig, SamplingConfig, VbwConfig
-from worker.sources.av_reader import AvStreamPump, log_source_error, open_error
-from worker.sources.base import Source, SourceContext
+from worker.sources.av_reader import AvStreamPump, open_error
+from worker.sources.base import Source, SourceContext, SourceFailed
 
 
 class FileSource(Source):
@@ -51,20 +51,18 @@ class FileSource(Source):
                 container: Any = av.open(str(self.path))
             except (av.FFmpegError, OSError) as e:
                 ctx.metrics.decode_error(self.id)
-                log_source_error(self.id, "cannot open file", f"{self.path}: {open_error(e)}")
-                return
+                raise SourceFailed(self.id, "cannot open file", f"{self.path}: {open_error(e)}") from None
             with container:
                 ctx.metrics.stream_up(self.id, True)
                 res = self._pump.pump(ctx, container, pts_offset=offset, pace=self.realtime)
             ctx.metrics.stream_up(self.id, False)
-            if res.ending == "error":
-                log_source_error(
-                    self.id, "read failed", f"{self.path}: {res.error} (after {res.frames} frames)"
-                )
             if res.ending == "stopped":
                 return  # the pipeline closes the windows at shutdown
             again = self.loop and res.ending == "eos" and res.frames > 0
             ctx.stream_reset(self.id, "loop" if again else ("eos" if res.ending == "eos" else "error"))
+            if res.ending == "error":  # the runtime logs it; a run whose every source failed exits 1
+                detail = f"{self.path}: {res.error} (after {res.frames} frames)"
+                raise SourceFailed(self.id, "read failed", detail)
             if not again:
                 return
             offset = res.last_pts + 1.0  # keep pts increasing across loops
