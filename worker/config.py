@@ -45,7 +45,8 @@ class SamplingConfig(_Section):
         5.0,
         gt=0,
         le=240,
-        description="analysed frames per second per stream (the shipped model is trained at 4-8); null = every frame",
+        description="analysed frames per second per stream (the shipped model is trained at 4-8); null = every "
+        "frame. File and RTSP sources (and `vbw ingest`) only: a kafka source analyses every frame message",
     )
     keyframes_only: bool = Field(
         False, description="decode key frames only (the decoder skips the rest), then apply fps"
@@ -64,7 +65,9 @@ class ReconnectConfig(_Section):
 class FileSourceConfig(_Section):
     type: Literal["file"]
     id: StreamId = Field(description="stream id: metric label, window ids, Kafka key")
-    path: Path = Field(description="any container/codec PyAV can open")
+    path: Path = Field(
+        description="any container/codec PyAV can open; a relative path is relative to the working directory"
+    )
     realtime: bool = Field(False, description="pace frames to their timestamps, like a live camera")
     loop: bool = Field(False, description="start again at the end (a reset closes the windows)")
     sampling: SamplingConfig | None = Field(None, description="override of the top-level sampling")
@@ -116,7 +119,11 @@ class BatchingConfig(_Section):
 
 
 class EngineConfig(_Section):
-    model_dir: Path = Field(DEFAULT_MODEL_DIR, description="model directory with model.json")
+    model_dir: Path = Field(
+        DEFAULT_MODEL_DIR,
+        description="model directory with model.json; a relative path is relative to the working directory "
+        "(the images' is /opt/vbw)",
+    )
     backend: Literal["onnxruntime", "torch", "tensorrt"] = "onnxruntime"
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     threads: int | None = Field(None, ge=1, description="intra-op threads; null = the runtime's default")
@@ -131,7 +138,9 @@ class EngineConfig(_Section):
 
 class JsonlSinkConfig(_Section):
     type: Literal["jsonl"]
-    path: Path = Field(description="file to append vbw.window/v1 lines to")
+    path: Path = Field(
+        description="file to append vbw.window/v1 lines to; a relative path is relative to the working directory"
+    )
     name: str = Field("jsonl", description="label of vbw_published_total{topic}")
     fsync: bool = Field(False, description="fsync at each flush (slower, survives power loss)")
 
