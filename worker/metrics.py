@@ -11,6 +11,7 @@ healthy worker's panels read 0 rather than "No data".
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 
@@ -117,7 +118,9 @@ class Metrics:
             registry=r,
         )
         self.streams_known = Gauge(
-            "vbw_streams_known", "Streams this process reads itself (files, cameras)", registry=r
+            "vbw_streams_known",
+            "Streams this process reads: files, cameras, keys of its Kafka partitions",
+            registry=r,
         )
         self.streams_up = Gauge(
             "vbw_streams_up", "Streams of vbw_streams_known delivering frames", registry=r
@@ -130,6 +133,12 @@ class Metrics:
         )
         self.kafka_lag = Gauge(
             "vbw_kafka_consumer_lag", "Messages behind the partition end", ["topic", "partition"], registry=r
+        )
+        self.kafka_dead_letters = Counter(
+            "vbw_kafka_dead_letters_total",
+            "Frame messages that were not frames, by input topic and reason",
+            ["topic", "reason"],
+            registry=r,
         )
         self.published = Counter("vbw_published_total", "Windows acked by a sink", ["topic"], registry=r)
         self.publish_errors = Counter(
@@ -183,3 +192,28 @@ class Metrics:
 
     def stage_seconds(self, stage: str, seconds: float) -> None:
         self.stage.labels(stage).observe(seconds)
+
+    def stream_gone(self, stream_id: str) -> None:
+        """The stream is no longer this process's to report (its Kafka partition went to another
+        worker, which reports it now): its up state and series go, rather than reading 0."""
+        with self._up_lock:
+            if self._up.pop(stream_id, None) is None:
+                return
+            if self.per_stream_labels or not self._up:
+                with contextlib.suppress(KeyError):
+                    self.stream_up_g.remove(self.stream(stream_id))
+                self.streams_known.set(len(self._up))
+                self.streams_up.set(sum(self._up.values()))
+            else:  # "all" now covers the streams left
+                self._publish_up(ALL_STREAMS)
+
+    def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.kafka_lag.labels(topic, str(partition)).set(lag)
+
+    def consumer_lag_gone(self, topic: str, partition: int) -> None:
+        """The partition went to another group member: a stale series here would double the lag."""
+        with contextlib.suppress(KeyError):
+            self.kafka_lag.remove(topic, str(partition))
+
+    def dead_letter(self, topic: str, reason: str) -> None:
+        self.kafka_dead_letters.labels(topic, reason).inc()

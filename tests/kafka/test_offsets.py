@@ -51,6 +51,19 @@ def test_due_only_when_moved_and_mark_committed():
     assert book.due() == {}
 
 
+def test_due_applies_floors_and_never_repeats_a_capped_commit():
+    book = OffsetBook()
+    book.assign(TP, 0, committed=0)
+    for o in range(5):
+        book.hold(TP, o)
+    for o in range(5):
+        book.release(TP, o)
+    assert book.due({TP: 3}) == {TP: 3}  # the pipeline refused offset 3: never commit past it
+    book.mark_committed(TP, 3)
+    assert book.due({TP: 3}) == {}  # capped at what is committed: nothing new to commit
+    assert book.due() == {TP: 5}
+
+
 def test_stale_releases_are_counted_and_ignored():
     book = OffsetBook()
     book.assign(TP, 0)
@@ -79,8 +92,16 @@ def test_regression_raises_and_reset_starts_over():
     book = OffsetBook()
     book.assign(TP, 100, committed=100)
     book.hold(TP, 100)
+    book.check(TP, 101)  # at or past the position: fine
+    with pytest.raises(OffsetRegression) as e:
+        book.check(TP, 3)
+    assert (e.value.tp, e.value.offset, e.value.position) == (TP, 3, 101)  # what the source resets with
+    assert "frames[0]" in str(e.value)
     with pytest.raises(OffsetRegression):
-        book.hold(TP, 3)
+        book.hold(TP, 3)  # hold and skip check the same way
+    with pytest.raises(OffsetRegression):
+        book.skip(TP, 3)
+    assert book.position(TP) == 101  # a refused record moves nothing
     book.reset(TP, 0)
     assert book.commit_point(TP) == 0
     book.hold(TP, 0)

@@ -50,6 +50,7 @@ class PipelineSide:
         return self._stop.wait(seconds)
 
     def emit(self, frame: Frame) -> bool:
+        self.metrics.register_stream(frame.stream_id)  # as the pipeline's context does, at 0
         if self._stop.is_set():
             self._feedback.append(FramesReleased((frame.source_ref,)))
             return False
@@ -294,3 +295,27 @@ def test_kafka_streams_report_up_while_their_partition_is_ours(broker):
     ctx2.stop()
     t1.join(10)
     t2.join(10)
+
+
+def test_a_log_that_went_back_resets_the_partition_and_reads_on(broker):
+    """The broker lost its log (restarted empty): offsets start below our position. The source
+    catches the OffsetRegression, closes the partition's streams and commits on the new log."""
+    broker.create_topics({"frames": 1})
+    produce(broker.bootstrap, "frames", frame_records("cam", 30))
+    ctx = PipelineSide()
+    src = make_source(broker.bootstrap)
+    t = start(src, ctx)
+    wait_for(lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 30}, what="commit at 30")
+    broker.restart()  # memory storage: topics, groups and offsets are gone
+    broker.create_topics({"frames": 1})
+    produce(broker.bootstrap, "frames", frame_records("cam", 10, start=30))  # offsets 0..9 again
+    wait_for(lambda: ctx.seen() == 40, timeout=60, what="the frames of the new log")
+    assert ("cam", "offset_reset") in ctx.resets
+    assert [f.seq for f in ctx.frames] == list(range(40))
+    assert [f.source_ref[2] for f in ctx.frames[30:]] == list(range(10))
+    wait_for(
+        lambda: committed_offsets(broker.bootstrap, "g", "frames") == {0: 10}, timeout=30, what="commit at 10"
+    )
+    ctx.stop()
+    t.join(10)
+    assert not t.is_alive()

@@ -1,6 +1,8 @@
-"""Kafka client plumbing: connection and security config, the resilient producer, offset
-bookkeeping, the frame codec and dead letters. The frames source lives in `worker.sources.kafka`,
-the topic sink in `worker.sinks.kafka`."""
+"""Kafka client plumbing: connection and security config (`config`, `security`), the resilient
+producer (`producer`), offset bookkeeping (`offsets`) and the consumer's partition state behind
+its lock (`partitions`), the window-grid aligner (`align`), the frame codec (`frame_codec`) and
+dead letters (`dlq`). The frames source lives in `worker.sources.kafka`, the topic sink in
+`worker.sinks.kafka`, `vbw ingest` in `worker.ingest`."""
 
 import logging
 import os

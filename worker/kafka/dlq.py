@@ -7,9 +7,12 @@ value is not copied (it would not fit either); `vbw-dlq-value-bytes` says how bi
 
 from __future__ import annotations
 
+import logging
 import time
+from typing import Any
 
-from worker.kafka.frame_codec import BadFrame, Headers, Reason
+from contracts.types import Headers, SourceRef
+from worker.kafka.frame_codec import BadFrame, Reason
 
 H_REASON = "vbw-dlq-reason"
 H_DETAIL = "vbw-dlq-detail"
@@ -26,7 +29,7 @@ def dead_letter_record(
     value: bytes | None,
     headers: Headers | None,
     bad: BadFrame,
-    ref: tuple[str, int, int],
+    ref: SourceRef,
     worker_id: str,
 ) -> tuple[bytes | None, bytes | None, Headers]:
     n = len(value) if value else 0
@@ -43,3 +46,28 @@ def dead_letter_record(
         (H_VALUE_BYTES, str(n).encode()),
     ]
     return key, keep_value, out
+
+
+class RateLimitedLog:
+    """Bad input is logged one line per message, but at most `burst` lines per `period` seconds
+    (a producer writing garbage must not flood the log; the counters keep the full count)."""
+
+    def __init__(self, log: logging.Logger, burst: int = 20, period: float = 10.0) -> None:
+        self.log, self.burst, self.period = log, burst, period
+        self._window_start = 0.0
+        self._count = 0
+        self._suppressed = 0
+
+    def warning(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._window_start > self.period:
+            if self._suppressed:
+                self.log.warning(
+                    "%d more bad frame messages not logged in the last %.0fs", self._suppressed, self.period
+                )
+            self._window_start, self._count, self._suppressed = now, 0, 0
+        if self._count < self.burst:
+            self._count += 1
+            self.log.warning(msg, *args)
+        else:
+            self._suppressed += 1

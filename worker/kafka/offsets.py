@@ -19,14 +19,23 @@ is released. That keeps every call O(1) amortised.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-TP = tuple[str, int]  # (topic, partition)
+from contracts.errors import VbwError
+from contracts.types import TP
 
 
-class OffsetRegression(ValueError):
+class OffsetRegression(VbwError, ValueError):
     """A record arrived below the read position: the partition was reset (broker lost its log,
-    or an out-of-range reset). The caller resets the partition's book and its streams."""
+    or an out-of-range reset). Raised by `OffsetBook.check` (and by `hold`/`skip`, which check
+    first); the Kafka source catches it and resets the partition's book and its streams."""
+
+    retriable = True  # the source recovers: it resets the partition and reads on
+
+    def __init__(self, tp: TP, offset: int, position: int) -> None:
+        super().__init__(f"{tp[0]}[{tp[1]}]: offset {offset} is below the read position {position}")
+        self.tp, self.offset, self.position = tp, offset, position
 
 
 @dataclass
@@ -77,14 +86,17 @@ class OffsetBook:
         return tp in self._parts
 
     # -- records ----------------------------------------------------------------------------
+    def check(self, tp: TP, offset: int) -> None:
+        """Raise `OffsetRegression` if a record at `offset` would go back past the read position."""
+        part = self._parts.get(tp)
+        if part is not None and part.position is not None and offset < part.position:
+            raise OffsetRegression(tp, offset, part.position)
+
     def _advance(self, tp: TP, offset: int) -> _Partition:
         part = self._parts.get(tp)
         if part is None:
             raise KeyError(f"{tp[0]}[{tp[1]}]: offset {offset} from a partition not assigned")
-        if part.position is not None and offset < part.position:
-            raise OffsetRegression(
-                f"{tp[0]}[{tp[1]}]: offset {offset} is below the read position {part.position}"
-            )
+        self.check(tp, offset)
         part.position = offset + 1
         return part
 
@@ -121,11 +133,16 @@ class OffsetBook:
         part = self._parts.get(tp)
         return 0 if part is None else len(part.live)
 
-    def due(self) -> dict[TP, int]:
-        """Commit points that moved past the last committed offset, per partition."""
+    def due(self, floors: Mapping[TP, int] | None = None) -> dict[TP, int]:
+        """Commit points that moved past the last committed offset, per partition.
+
+        `floors` caps a partition's point (offsets handed on that the consumer refused)."""
         out: dict[TP, int] = {}
         for tp, part in self._parts.items():
             point = part.commit_point()
+            floor = None if floors is None else floors.get(tp)
+            if point is not None and floor is not None:
+                point = min(point, floor)
             if point is not None and (part.committed is None or point > part.committed):
                 out[tp] = point
         return out

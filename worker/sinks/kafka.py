@@ -8,13 +8,13 @@ readable with `numpy.frombuffer(value, dtype=headers["dtype"])`; `dim` says how 
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
+from contracts.types import DeliveryCallback, Headers
+from worker.config import VbwConfig
 from worker.kafka.config import KafkaConnectionConfig, KafkaSinkConfig
-from worker.kafka.producer import Headers, ResilientProducer
-from worker.sinks.base import DeliveryCallback, Sink, WindowResult
+from worker.kafka.producer import ResilientProducer
+from worker.sinks.base import Sink, WindowResult
 
 _LE = {"float32": "<f4", "float16": "<f2"}
 
@@ -55,10 +55,8 @@ class KafkaTopicSink(Sink):
         self.producer: ResilientProducer | None = None
 
     @classmethod
-    def from_config(cls, sc: KafkaSinkConfig, cfg: Any) -> KafkaTopicSink:
-        if getattr(cfg, "kafka", None) is None:
-            raise ValueError(f"sink {sc.sink_name}: a kafka sink needs the top-level `kafka` section")
-        return cls(sc, cfg.kafka)
+    def from_config(cls, sc: KafkaSinkConfig, cfg: VbwConfig) -> KafkaTopicSink:
+        return cls(sc, cfg.kafka)  # always there: the section has defaults
 
     def open(self) -> None:
         self.producer = ResilientProducer(self.connection, self.cfg.producer, name=self.name)

@@ -2,21 +2,26 @@
 
 One thread (the pipeline's source thread) owns the kafka-python consumer; nothing else calls it.
 Each loop turn: apply rebalance results, take the pipeline's delivery feedback (released frames)
-into the offset book, commit what moved (asynchronously, every `commit_interval_s`), pause or
+into the partition state, commit what moved (asynchronously, every `commit_interval_s`), pause or
 resume partitions on backpressure, then `poll()` and hand frames on. Inference never runs here,
 so `poll()` keeps the group membership alive.
 
+- Partition state (offset book, streams per partition, commit floors, the window-grid aligner):
+  `worker.kafka.partitions.PartitionState`, which also holds the locking rule, as the rebalance
+  listener runs on the client's network thread. This module does the I/O around it.
 - Offsets: see `worker.kafka.offsets`. A frame is held from `emit` until the pipeline releases it
   (out of every window buffer, every window using it acked by all sinks); a bad message is held
   until its dead-letter copy is acked. Only the lowest held offset is ever committed.
-- Rebalances (`AsyncConsumerRebalanceListener`, on the client's network thread): on revoke,
-  commit each partition's commit point with `await consumer.commit_async(...)`. On assign,
-  partitions we keep (eager rebalances revoke everything, then hand most of it back) carry on
-  from our own position with their window state; partitions we lost have their streams dropped
-  from the pipeline and their bookkeeping forgotten; new partitions start from the group's
-  committed offset, so their window state is rebuilt from the frames after it.
-- A partition whose offsets go backwards (the broker lost its log and the consumer reset) is
-  reset: its streams' windows are closed without a partial window, the book starts over.
+- Rebalances (`AsyncConsumerRebalanceListener`): on revoke, commit each partition's commit point
+  with `await consumer.commit_async(...)`. On assign, partitions we keep (eager rebalances
+  revoke everything, then hand most of it back) carry on from our own position with their
+  window state; partitions we lost have their streams dropped from the pipeline, their
+  `vbw_stream_up` and lag series removed (the new owner reports them) and their bookkeeping
+  forgotten; new partitions start from the group's committed offset, so their window state is
+  rebuilt from the frames after it. A stream is up from its first frame on a partition we own.
+- A partition whose offsets go backwards (`OffsetRegression`: the broker lost its log and the
+  consumer reset) is reset: its streams' windows are closed without a partial window, the book
+  starts over.
 - Shutdown: stop reading, keep the group alive and take feedback until the pipeline has
   flushed its sinks (`ctx.drained()`), then commit synchronously and leave the group.
 """
@@ -25,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from typing import Any
@@ -35,69 +39,31 @@ from kafka import errors as kerr
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.structs import OffsetAndMetadata
 
+from worker.backoff import Backoff
+from worker.config import VbwConfig
 from worker.kafka.align import StreamAligner
 from worker.kafka.config import KafkaConnectionConfig, KafkaSourceConfig, ProducerTuning
-from worker.kafka.dlq import dead_letter_record
+from worker.kafka.dlq import RateLimitedLog, dead_letter_record
 from worker.kafka.frame_codec import H_RESET, BadFrame, FrameDecoder, header
-from worker.kafka.offsets import TP, OffsetBook
+from worker.kafka.offsets import TP, OffsetRegression
+from worker.kafka.partitions import PartitionState
 from worker.kafka.producer import ResilientProducer
-from worker.sources.base import FramesReleased, Source, SourceContext, WindowDelivery
+from worker.sources.base import FramesReleased, Source, SourceContext, SourceRef, WindowDelivery
 
 log = logging.getLogger("vbw.kafka.source")
 
 _POLL_MS = 100
 
 
-class _RateLimitedLog:
-    """Bad input is logged one line per message, but at most `burst` lines per `period` seconds."""
-
-    def __init__(self, burst: int = 20, period: float = 10.0) -> None:
-        self.burst, self.period = burst, period
-        self._window_start = 0.0
-        self._count = 0
-        self._suppressed = 0
-
-    def warning(self, msg: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self._window_start > self.period:
-            if self._suppressed:
-                log.warning(
-                    "%d more bad frame messages not logged in the last %.0fs", self._suppressed, self.period
-                )
-            self._window_start, self._count, self._suppressed = now, 0, 0
-        if self._count < self.burst:
-            self._count += 1
-            log.warning(msg, *args)
-        else:
-            self._suppressed += 1
-
-
-def _dead_letter_counter(metrics: Any) -> Any:
-    """vbw_kafka_dead_letters_total{topic,reason}, on the worker's registry when there is one."""
-    from prometheus_client import REGISTRY, Counter
-
-    registry = getattr(metrics, "registry", None) or REGISTRY
-    name = "vbw_kafka_dead_letters_total"
-    existing = getattr(registry, "_names_to_collectors", {}).get(name)
-    if existing is not None:
-        return existing
-    return Counter(
-        name,
-        "Frame messages that were not frames, by input topic and reason",
-        ["topic", "reason"],
-        registry=registry,
-    )
-
-
 class _Listener(AsyncConsumerRebalanceListener):
-    """Runs on kafka-python's network thread while the source thread is inside poll()."""
+    """Runs on kafka-python's network thread, whenever the group rebalances."""
 
     def __init__(self, source: KafkaFrameSource) -> None:
         self.source = source
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         src = self.source
-        offsets = src._revoke_prepare({(tp.topic, tp.partition) for tp in revoked})
+        offsets = _offsets(src.state.revoke_prepare((tp.topic, tp.partition) for tp in revoked))
         if not offsets:
             return
         try:
@@ -116,7 +82,11 @@ class _Listener(AsyncConsumerRebalanceListener):
 
     async def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
         # Membership was lost: committing is no longer allowed; just forget at the next assign.
-        self.source._revoke_prepare({(tp.topic, tp.partition) for tp in lost}, commit=False)
+        self.source.state.revoke_prepare(((tp.topic, tp.partition) for tp in lost), commit=False)
+
+
+def _offsets(points: dict[TP, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {TopicPartition(*tp): OffsetAndMetadata(point, "", -1) for tp, point in points.items()}
 
 
 def _fmt(offsets: dict[TopicPartition, OffsetAndMetadata]) -> str:
@@ -147,27 +117,19 @@ class KafkaFrameSource(Source):
         self.drain_timeout_s = drain_timeout_s
         self._consumer_factory = consumer_factory
         self._consumer: Any = None
-        self._lock = threading.Lock()  # book and partition maps: source thread + network thread
-        self.book = OffsetBook()
-        self.aligner = StreamAligner(stride, max_gap) if cfg.align_windows else None
-        self._streams_of: dict[TP, set[str]] = {}
-        self._revoked: set[TP] = set()
-        self._to_drop: list[str] = []  # streams of lost partitions, dropped by the source thread
-        self._floor: dict[TP, int] = {}  # offsets handed to emit() that the pipeline refused
-        self._rewinding: set[TP] = set()  # partitions sent back to the start after a lost log
+        # partition state, shared with the rebalance listener (its lock rule is in partitions.py)
+        self.state = PartitionState(StreamAligner(stride, max_gap) if cfg.align_windows else None)
         self._dlq_done: deque[tuple[TP, int, str | None]] = deque()
         self._last_commit = 0.0
         self._paused = False
-        self.bad_log = _RateLimitedLog()
+        self.bad_log = RateLimitedLog(log)
         # counters, for tests and the log line at exit
         self.frames = 0
         self.dead_letters = 0
         self.windows_failed = 0
 
     @classmethod
-    def from_config(cls, source_cfg: KafkaSourceConfig, cfg: Any) -> KafkaFrameSource:
-        if getattr(cfg, "kafka", None) is None:
-            raise ValueError(f"source {source_cfg.id}: a kafka source needs the top-level `kafka` section")
+    def from_config(cls, source_cfg: KafkaSourceConfig, cfg: VbwConfig) -> KafkaFrameSource:
         return cls(
             source_cfg,
             cfg.kafka,
@@ -185,8 +147,6 @@ class KafkaFrameSource(Source):
 
     # -- the thread -------------------------------------------------------------------------
     def run(self, ctx: SourceContext) -> None:
-        self._dead_letters = _dead_letter_counter(ctx.metrics)
-        self._lag = getattr(ctx.metrics, "kafka_lag", None)
         decoder = FrameDecoder(tuple(ctx.image_size), self.cfg.max_message_bytes)  # type: ignore[arg-type]
         dlq = self._dlq_producer()
         consumer = self._connect(ctx)
@@ -203,7 +163,7 @@ class KafkaFrameSource(Source):
                     log.warning("kafka source %s: %s: %s", self.id, type(e).__name__, e)
                     ctx.wait(0.5)
                     continue
-                self._apply_drops(ctx)
+                self._apply_lost(ctx)
                 for records in batch.values():
                     for rec in records:
                         self._handle(ctx, decoder, dlq, rec)
@@ -214,7 +174,7 @@ class KafkaFrameSource(Source):
             self._close(consumer, dlq)
 
     def _connect(self, ctx: SourceContext) -> Any:
-        delay = 0.5
+        backoff = Backoff(initial_s=0.5, max_s=10.0)
         while not ctx.stopping():
             try:
                 consumer = self._consumer_factory(
@@ -236,11 +196,8 @@ class KafkaFrameSource(Source):
                 self._consumer = consumer
                 log.info("kafka source %s: subscribed (%s)", self.id, self.describe())
                 return consumer
-            except (
-                kerr.KafkaError,
-                OSError,
-                ValueError,
-            ) as e:  # brokers down, TLS files, a secret not there yet
+            except (kerr.KafkaError, OSError, ValueError) as e:  # brokers down, TLS files, a secret not yet
+                delay = backoff.next_delay()
                 log.warning(
                     "kafka source %s: cannot connect: %s: %s (retry in %.1fs)",
                     self.id,
@@ -249,7 +206,6 @@ class KafkaFrameSource(Source):
                     delay,
                 )
                 ctx.wait(delay)
-                delay = min(delay * 2, 10.0)
         return None
 
     def _dlq_producer(self) -> ResilientProducer | None:
@@ -265,15 +221,13 @@ class KafkaFrameSource(Source):
     ) -> None:
         tp: TP = (rec.topic, rec.partition)
         ref = (rec.topic, rec.partition, rec.offset)
-        with self._lock:
-            if tp not in self.book:  # the client hands us a partition the listener did not announce
+        try:
+            if self.state.arrive(tp, rec.offset):
                 log.info(
                     "kafka source %s: %s[%d] read without an assignment event; tracking it", self.id, *tp
                 )
-                self.book.assign(tp, None)
-            pos = self.book.position(tp)
-        if pos is not None and rec.offset < pos:
-            self._reset_partition(ctx, tp, rec.offset, pos)
+        except OffsetRegression as e:
+            self._reset_partition(ctx, e)
         t0 = time.perf_counter()
         out = decoder.decode(rec.key, rec.value, rec.headers, rec.timestamp, ref)
         ctx.metrics.stage_seconds("decode", time.perf_counter() - t0)
@@ -282,20 +236,16 @@ class KafkaFrameSource(Source):
             return
         reset = header(rec.headers, H_RESET)
         if reset is not None:  # the edge restarted this stream (reconnect, loop): no window spans it
-            with self._lock:
-                if self.aligner is not None:
-                    self.aligner.forget([out.stream_id])
+            self.state.stream_restarted(out.stream_id)
             ctx.stream_reset(out.stream_id, reset.decode("utf-8", "replace") or "reset")
-        with self._lock:
-            self._streams_of.setdefault(tp, set()).add(out.stream_id)
-            if self.aligner is not None and not self.aligner.admit(out.stream_id, out.seq):
-                self.book.skip(tp, rec.offset)  # before the stream's first window start
-                return
-            self.book.hold(tp, rec.offset)
+        took = self.state.take_frame(tp, rec.offset, out.stream_id, out.seq)
+        if took.first_on_partition:  # up while its partition is ours; `_apply_lost` takes it down
+            ctx.metrics.stream_up(out.stream_id, True)
+        if not took.held:  # before the stream's window grid, or the partition is gone
+            return
         self.frames += 1
         if not ctx.emit(out):  # stopping: never commit at or past a frame the pipeline refused
-            with self._lock:
-                self._floor.setdefault(tp, rec.offset)
+            self.state.refused(tp, rec.offset)
 
     def _bad(
         self,
@@ -307,17 +257,16 @@ class KafkaFrameSource(Source):
         bad: BadFrame,
     ) -> None:
         self.dead_letters += 1
-        self._dead_letters.labels(rec.topic, bad.reason.value).inc()
+        ctx.metrics.dead_letter(rec.topic, bad.reason.value)
         self.bad_log.warning("kafka source %s: bad frame message %s", self.id, bad)
         if rec.key:
             with contextlib.suppress(UnicodeDecodeError):
                 ctx.metrics.decode_error(rec.key.decode("utf-8"))
         if dlq is None:
-            with self._lock:
-                self.book.skip(tp, rec.offset)
+            self.state.skip(tp, rec.offset)
             return
-        with self._lock:
-            self.book.hold(tp, rec.offset)
+        if not self.state.hold(tp, rec.offset):
+            return  # the partition went to another member, which reads this record again
         key, value, headers = dead_letter_record(rec.key, rec.value, rec.headers, bad, ref, self.worker_id)
         offset = rec.offset
         dlq.send(
@@ -328,25 +277,19 @@ class KafkaFrameSource(Source):
             lambda err: self._dlq_done.append((tp, offset, err)),
         )
 
-    def _reset_partition(self, ctx: SourceContext, tp: TP, offset: int, pos: int) -> None:
+    def _reset_partition(self, ctx: SourceContext, e: OffsetRegression) -> None:
+        (topic, partition), offset = e.tp, e.offset
         log.warning(
             "kafka source %s: %s[%d] went back from offset %d to %d (broker lost its log?); "
             "closing its streams' windows and starting over",
-            self.id, tp[0], tp[1], pos, offset,
+            self.id, topic, partition, e.position, offset,
         )  # fmt: skip
-        with self._lock:
-            self.book.reset(tp, offset)
-            self._floor.pop(tp, None)
-            self._rewinding.discard(tp)
-            streams = sorted(self._streams_of.pop(tp, set()))
-            if self.aligner is not None:
-                self.aligner.forget(streams)
-        for s in streams:
+        for s in self.state.reset_partition(e.tp, offset):
             ctx.stream_reset(s, "offset_reset", emit_partial=False)
 
     # -- loop upkeep ------------------------------------------------------------------------
     def _housekeeping(self, ctx: SourceContext, dlq: ResilientProducer | None) -> None:
-        self._apply_drops(ctx)
+        self._apply_lost(ctx)
         self._take_feedback(ctx)
         if dlq is not None:
             dlq.poll()
@@ -354,32 +297,24 @@ class KafkaFrameSource(Source):
         if now - self._last_commit >= self.cfg.commit_interval_s:
             self._last_commit = now
             self._commit(sync=False)
-            self._check_partitions()
+            self._check_partitions(ctx)
         self._flow_control(ctx)
 
     def _take_feedback(self, ctx: SourceContext) -> None:
-        items = ctx.take_feedback()
-        done = []
+        released: list[SourceRef] = []
+        for item in ctx.take_feedback():
+            if isinstance(item, FramesReleased):
+                released.extend(item.refs)
+            elif isinstance(item, WindowDelivery) and not item.ok:
+                self.windows_failed += 1  # its frames stay held: re-read after a restart
         while self._dlq_done:
-            done.append(self._dlq_done.popleft())
-        with self._lock:
-            for item in items:
-                if isinstance(item, FramesReleased):
-                    for topic, partition, offset in item.refs:
-                        self.book.release((topic, partition), offset)
-                elif isinstance(item, WindowDelivery) and not item.ok:
-                    self.windows_failed += 1  # its frames stay held: re-read after a restart
-            for tp, offset, err in done:
-                if err is not None:
-                    log.error(
-                        "kafka source %s: dead letter %s[%d]@%d not delivered: %s",
-                        self.id,
-                        tp[0],
-                        tp[1],
-                        offset,
-                        err,
-                    )
-                self.book.release(tp, offset)
+            tp, offset, err = self._dlq_done.popleft()
+            if err is not None:
+                log.error(
+                    "kafka source %s: dead letter %s[%d]@%d not delivered: %s", self.id, *tp, offset, err
+                )
+            released.append((*tp, offset))
+        self.state.release(released)
 
     def _flow_control(self, ctx: SourceContext) -> None:
         consumer = self._consumer
@@ -393,19 +328,8 @@ class KafkaFrameSource(Source):
                 consumer.resume(*parts)
             self._paused = False
 
-    def _due(self) -> dict[TopicPartition, OffsetAndMetadata]:
-        with self._lock:
-            due = self.book.due()
-            out = {}
-            for tp, point in due.items():
-                floor = self._floor.get(tp)
-                if floor is not None:
-                    point = min(point, floor)
-                out[TopicPartition(*tp)] = OffsetAndMetadata(point, "", -1)
-            return out
-
     def _commit(self, sync: bool) -> None:
-        offsets = self._due()
+        offsets = _offsets(self.state.due_commits())
         if not offsets:
             return
         consumer = self._consumer
@@ -426,11 +350,9 @@ class KafkaFrameSource(Source):
             )
 
     def _commit_done(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        with self._lock:
-            for tp, om in offsets.items():
-                self.book.mark_committed((tp.topic, tp.partition), om.offset)
+        self.state.committed({(tp.topic, tp.partition): om.offset for tp, om in offsets.items()})
 
-    def _check_partitions(self) -> None:
+    def _check_partitions(self, ctx: SourceContext) -> None:
         """Lag per partition, and a log that restarted below our position.
 
         Our position can never pass the high watermark of a sane log. If it does, the broker lost
@@ -440,80 +362,41 @@ class KafkaFrameSource(Source):
         """
         consumer = self._consumer
         assigned = consumer.assignment()
-        with self._lock:
-            parts = [(tp, self.book.position(tp)) for tp in self.book.assigned()]
-        for (topic, partition), pos in parts:
+        for topic, partition in self.state.partitions():
             tp = TopicPartition(topic, partition)
-            if tp not in assigned:
+            hw = consumer.highwater(tp) if tp in assigned else None
+            if hw is None:
                 continue
-            hw = consumer.highwater(tp)
-            if hw is None or pos is None:
-                continue
-            if pos > hw:
-                if (topic, partition) in self._rewinding:
-                    continue  # asked already; the reset happens when its first record comes
-                self._rewinding.add((topic, partition))
+            pos = self.state.observe_highwater((topic, partition), hw, ctx.metrics)
+            if pos is not None:
                 log.warning(
                     "kafka source %s: %s[%d] ends at %d, below our position %d: the log was lost; "
                     "reading it again from the start",
                     self.id, topic, partition, hw, pos,
                 )  # fmt: skip
                 consumer.seek_to_beginning(tp)
-            elif self._lag is not None:
-                with self._lock:  # a revoke meanwhile removed its series: do not bring it back
-                    if (topic, partition) in self.book:
-                        self._lag.labels(topic, str(partition)).set(hw - pos)
 
-    # -- rebalance (network thread) -----------------------------------------------------------
-    def _revoke_prepare(self, tps: set[TP], commit: bool = True) -> dict[TopicPartition, OffsetAndMetadata]:
-        with self._lock:
-            self._revoked |= tps
-            if not commit:
-                return {}
-            out = {}
-            for tp in tps:
-                point = self.book.commit_point(tp)
-                floor = self._floor.get(tp)
-                if floor is not None and point is not None:
-                    point = min(point, floor)
-                if point is not None:
-                    out[TopicPartition(*tp)] = OffsetAndMetadata(point, "", -1)
-            return out
-
+    # -- rebalance --------------------------------------------------------------------------
     def _assign(self, assigned: set[TP]) -> None:
-        consumer = self._consumer
-        with self._lock:
-            kept = self._revoked & assigned
-            lost = self._revoked - assigned
-            self._revoked.clear()
-            for tp in lost:
-                self.book.revoke(tp)
-                self._floor.pop(tp, None)
-                self._to_drop.extend(self._streams_of.pop(tp, ()))
-                if self._lag is not None:
-                    # Its new owner reports it now; a stale series here would double the group's lag.
-                    with contextlib.suppress(KeyError):
-                        self._lag.remove(tp[0], str(tp[1]))
-            new = assigned - kept - set(self.book.assigned())
-            for tp in new:
-                self.book.assign(tp, None)
-            seeks = [(tp, self.book.position(tp)) for tp in kept]
-        for tp, pos in seeks:
-            if pos is not None:  # carry on where we were; the window state is still ours
-                consumer.seek(TopicPartition(*tp), pos)
-        if lost or new:
+        """Network thread: settle the assignment; kept partitions carry on where we were."""
+        change = self.state.assign(assigned)
+        for tp, pos in change.seeks.items():  # the window state is still ours
+            self._consumer.seek(TopicPartition(*tp), pos)
+        if change.lost or change.new:
             log.info(
                 "kafka source %s: assignment: +%s -%s (kept %d)",
-                self.id, sorted(new), sorted(lost), len(kept),
+                self.id, sorted(change.new), sorted(change.lost), len(change.kept),
             )  # fmt: skip
 
-    def _apply_drops(self, ctx: SourceContext) -> None:
-        with self._lock:
-            drops, self._to_drop = self._to_drop, []
-            if drops and self.aligner is not None:
-                self.aligner.forget(drops)
-        if drops:
-            ctx.drop_streams(sorted(set(drops)), "revoked")
+    def _apply_lost(self, ctx: SourceContext) -> None:
+        """Source thread: drop the window state and the series of what went to another member."""
+        lost = self.state.take_lost()
+        if lost.streams:
+            ctx.drop_streams(lost.streams, "revoked")
+        for s in lost.streams:  # its new owner reports it now; a 0 here would fire VbwStreamDown
+            ctx.metrics.stream_gone(s)
+        for topic, partition in lost.partitions:  # likewise: a stale lag would double the group's
+            ctx.metrics.consumer_lag_gone(topic, partition)
 
     # -- shutdown ---------------------------------------------------------------------------
     def _drain(self, ctx: SourceContext, dlq: ResilientProducer | None) -> None:
@@ -522,10 +405,9 @@ class KafkaFrameSource(Source):
         parts = consumer.assignment()
         if parts:
             consumer.pause(*parts)
-        drained = getattr(ctx, "drained", None)
         deadline = time.monotonic() + self.drain_timeout_s
-        while time.monotonic() < deadline and not (drained is not None and drained()):
-            self._apply_drops(ctx)
+        while time.monotonic() < deadline and not ctx.drained():
+            self._apply_lost(ctx)
             self._take_feedback(ctx)
             if dlq is not None:
                 dlq.poll()
@@ -533,23 +415,16 @@ class KafkaFrameSource(Source):
                 consumer.poll(timeout_ms=50)  # paused: no records, but the group stays joined
             except kerr.KafkaError:
                 time.sleep(0.05)
-            if drained is None and not self._has_inflight():
-                break
         if dlq is not None:
             dlq.flush(max(0.5, deadline - time.monotonic()))
         self._take_feedback(ctx)
         self._commit(sync=True)
-        with self._lock:
-            points = {tp: self.book.commit_point(tp) for tp in self.book.assigned()}
+        points = self.state.commit_points()
         log.info(
             "kafka source %s: stopped after %d frames, %d dead letters; committed %s",
             self.id, self.frames, self.dead_letters,
             ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(points.items())) or "nothing",
         )  # fmt: skip
-
-    def _has_inflight(self) -> bool:
-        with self._lock:
-            return any(self.book.held_count(tp) for tp in self.book.assigned())
 
     def _close(self, consumer: Any, dlq: ResilientProducer | None) -> None:
         if dlq is not None:
