@@ -53,17 +53,19 @@ def run(args: argparse.Namespace) -> int:
     import logging
     import time
 
+    from contracts.graph import MANIFEST_NAME
+    from contracts.types import DeliveryCallback
     from worker.config import ConfigError, parse_config
     from worker.logs import setup_logging
     from worker.pipeline import Pipeline
-    from worker.sinks.base import DeliveryCallback, Sink, WindowResult
+    from worker.sinks.base import Sink, WindowResult
     from worker.sinks.jsonl import text_line
 
     if not args.video.is_file():
         print(f"vbw demo: {args.video}: no such video", file=sys.stderr)
         return 1
-    if not (args.model / "model.json").is_file():
-        print(f"vbw demo: {args.model}: no model.json (is the model directory there?)", file=sys.stderr)
+    if not (args.model / MANIFEST_NAME).is_file():
+        print(f"vbw demo: {args.model}: no {MANIFEST_NAME} (is the model directory there?)", file=sys.stderr)
         return 1
     setup_logging("WARNING")
     logging.getLogger("vbw.source").setLevel(logging.ERROR)

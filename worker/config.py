@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from contracts.errors import VbwError
 from worker.kafka.config import IngestConfig, KafkaConnectionConfig, KafkaSinkConfig, KafkaSourceConfig
 
 ENV_PREFIX = "VBW_"
@@ -246,8 +247,8 @@ class ConfigProblem(NamedTuple):
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
-    """The config has problems; `problems` lists every one of them."""
+class ConfigError(VbwError):
+    """The config has problems; `problems` lists every one of them. Not retriable."""
 
     def __init__(self, source: str, problems: list[ConfigProblem]):
         self.source = source

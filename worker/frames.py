@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contracts.types import SourceRef
+
 
 @dataclass(slots=True)
 class Frame:
@@ -18,7 +20,7 @@ class Frame:
     capture_time: float  # unix seconds, wall clock at ingest
     image: np.ndarray  # uint8 [H, W, 3] RGB at model resolution
     # Where the frame came from, for offset bookkeeping (Kafka: (topic, partition, offset)).
-    source_ref: tuple[str, int, int] | None = None
+    source_ref: SourceRef | None = None
 
 
 @dataclass(slots=True)
@@ -37,6 +39,6 @@ class Window:
     # Per-frame tokens [T, d] (the engine's step over each frame and its predecessor) of a
     # complete window; token 0 is recomputed at encode time as a frame with no predecessor.
     tokens: np.ndarray | None = None
-    source_refs: list[tuple[str, int, int]] = field(default_factory=list)
+    source_refs: list[SourceRef] = field(default_factory=list)
     # Stable id (stream, start_seq, model version; see worker.messages.window_id), set by the assembler.
     window_id: str = ""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-SourceRef = tuple[str, int, int]
+from contracts.types import SourceRef
 
 
 class RefCounts:

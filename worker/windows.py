@@ -29,11 +29,11 @@ from typing import Literal
 
 import numpy as np
 
+from contracts.types import SourceRef
 from worker.frames import Window
 from worker.messages import window_id
 
 PartialPolicy = Literal["drop", "pad", "emit"]
-SourceRef = tuple[str, int, int]
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ import av
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
+from contracts.types import Headers, SourceRef
 from media.decode import to_model_rgb
 from worker.frames import Frame
 
@@ -43,8 +44,6 @@ H_CAPTURE = "vbw-capture-time"
 # Optional: set by `vbw ingest` on the first frame after a reconnect or a loop, so the worker
 # closes the stream's windows there too (the value is the reason).
 H_RESET = "vbw-reset"
-
-Headers = list[tuple[str, bytes]]
 
 # Bounds of a frame's numbers (docs/kafka.md lists them). Outside them the header is a mistake
 # (milliseconds sent as seconds, a clock that never got set, a NaN), not a time.
@@ -150,7 +149,7 @@ class FrameDecoder:
         value: bytes | None,
         headers: Headers | None,
         timestamp_ms: int | None,
-        ref: tuple[str, int, int],
+        ref: SourceRef,
     ) -> Frame | BadFrame:
         """One consumer record -> a Frame at model resolution, or why it is not one."""
         where = f"{ref[0]}[{ref[1]}]@{ref[2]}"

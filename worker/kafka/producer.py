@@ -24,12 +24,10 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka import errors as kerr
 
+from contracts.types import DeliveryCallback, Headers
 from worker.kafka.config import KafkaConnectionConfig, ProducerTuning
 
 log = logging.getLogger(__name__)
-
-OnDone = Callable[[str | None], None]
-Headers = list[tuple[str, bytes]]
 
 # Errors that resending the same bytes cannot fix: the message fails, the producer stays.
 _PERMANENT = (
@@ -48,7 +46,7 @@ class _Pending:
     key: bytes | None
     value: bytes | None
     headers: Headers
-    on_done: OnDone
+    on_done: DeliveryCallback
     generation: int = -1  # producer generation it was last sent on
 
 
@@ -86,7 +84,7 @@ class ResilientProducer:
             return len(self._pending)
 
     def send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_done: OnDone
+        self, topic: str, key: bytes | None, value: bytes | None, headers: Headers, on_done: DeliveryCallback
     ) -> None:
         """Queue one message; `on_done` fires once, when it is acked or has failed for good.
 

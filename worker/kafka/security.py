@@ -13,12 +13,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from contracts.errors import VbwError
+
 Protocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 Mechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
 
-class SecretError(ValueError):
-    """A secret could not be read. The message names the file or variable, never the value."""
+class SecretError(VbwError, ValueError):
+    """A secret could not be read. The message names the file or variable, never the value.
+    Not retriable: the variable or the mounted file must be fixed first."""
 
 
 class SecretRef(BaseModel):

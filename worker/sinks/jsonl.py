@@ -13,8 +13,9 @@ import sys
 from pathlib import Path
 from typing import IO
 
+from contracts.types import DeliveryCallback
 from worker.config import JsonlSinkConfig, StdoutSinkConfig, VbwConfig
-from worker.sinks.base import DeliveryCallback, Sink, WindowResult
+from worker.sinks.base import Sink, WindowResult
 
 
 def text_line(result: WindowResult) -> str:

@@ -44,9 +44,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from contracts.errors import VbwError
+from contracts.types import SourceRef
 from worker.frames import Frame
-
-SourceRef = tuple[str, int, int]  # e.g. (topic, partition, offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,7 @@ class FramesReleased:
 Feedback = WindowDelivery | FramesReleased
 
 
-class SourceFailed(Exception):
+class SourceFailed(VbwError):
     """Raised by `Source.run` when its input failed for good. The runtime logs it as the one
     line `<source id>: <what>: <detail>` (the source has counted the error itself)."""
 
