@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
@@ -171,6 +171,14 @@ class Metrics:
             self.stream_up_g.labels(ALL_STREAMS).set(1 if all(self._up.values()) else 0)
         self.streams_known.set(len(self._up))
         self.streams_up.set(sum(self._up.values()))
+
+    def register_dead_letters(self, topics: Iterable[str], reasons: Iterable[str]) -> None:
+        """Kafka source: vbw_kafka_dead_letters_total at 0 for each input topic and reason, so the
+        dead-letter panel reads 0 and VbwKafkaDeadLetters sees the first one as an increase."""
+        reasons = list(reasons)
+        for topic in topics:
+            for reason in reasons:
+                self.kafka_dead_letters.labels(topic, reason)
 
     def watch_queue(self, name: str, depth: Callable[[], float]) -> None:
         self.queue_depth.labels(name).set_function(depth)

@@ -44,7 +44,7 @@ from worker.config import VbwConfig
 from worker.kafka.align import StreamAligner
 from worker.kafka.config import KafkaConnectionConfig, KafkaSourceConfig, ProducerTuning
 from worker.kafka.dlq import RateLimitedLog, dead_letter_record
-from worker.kafka.frame_codec import H_RESET, BadFrame, FrameDecoder, header
+from worker.kafka.frame_codec import H_RESET, BadFrame, FrameDecoder, Reason, header
 from worker.kafka.offsets import TP, OffsetRegression
 from worker.kafka.partitions import PartitionState
 from worker.kafka.producer import ResilientProducer
@@ -148,6 +148,7 @@ class KafkaFrameSource(Source):
     # -- the thread -------------------------------------------------------------------------
     def run(self, ctx: SourceContext) -> None:
         decoder = FrameDecoder(tuple(ctx.image_size), self.cfg.max_message_bytes)  # type: ignore[arg-type]
+        ctx.metrics.register_dead_letters(self.cfg.topics, [r.value for r in Reason])
         dlq = self._dlq_producer()
         consumer = self._connect(ctx)
         if consumer is None:
