@@ -139,6 +139,20 @@ def build() -> dict[str, Any]:
         ),
         w=12,
     )
+    ingest = f"sum by (pod, le) (rate(vbw_ingest_publish_latency_seconds_bucket{{{POD}}}{RATE}))"
+    L.add(
+        timeseries(
+            "Ingest publish latency (capture to broker ack)",
+            [
+                target(f"histogram_quantile(0.5, {ingest})", "{{pod}} p50", "A"),
+                target(f"histogram_quantile(0.99, {ingest})", "{{pod}} p99", "B"),
+            ],
+            "s",
+            "Edge ingest pods (vbw ingest): from the capture of a frame to the broker's ack of its "
+            "message. Its own metric, so it never mixes with the workers' window latency.",
+        ),
+        w=12,
+    )
     stage = f"sum by (stage, le) (rate(vbw_stage_seconds_bucket{{{POD}}}{RATE}))"
     L.add(
         timeseries(
@@ -162,8 +176,11 @@ def build() -> dict[str, Any]:
                     "{{pod}} mean",
                     "A",
                 ),
+                # Sizes are integers and the buckets one wide up to 16: ceil makes the
+                # interpolated quantile exact (batches of 1 would read 0.9 without it).
                 target(
-                    f"histogram_quantile(0.9, sum by (le) (rate(vbw_batch_size_bucket{{{POD}}}{RATE})))",
+                    "ceil(histogram_quantile(0.9, sum by (le) "
+                    f"(rate(vbw_batch_size_bucket{{{POD}}}{RATE}))))",
                     "p90 (all pods)",
                     "B",
                 ),
@@ -238,11 +255,23 @@ def build() -> dict[str, Any]:
     )
 
     L.row("Streams")
+
+    def streams(state: str) -> str:
+        # Named streams count once each, whichever pods report them (a camera behind ingest is
+        # on its ingest pod and on the worker reading its partition); pods without per-stream
+        # labels (one stream="all" series) add their counts, which the stream filter cannot narrow.
+        value = "1" if state == "up" else "0"
+        up = f"vbw_streams_up{{{POD}}}"
+        counts = up if state == "up" else f"(vbw_streams_known{{{POD}}} - {up})"
+        named = f'count(count by (stream) (vbw_stream_up{{{STREAM}, stream!="all"}} == {value}))'
+        pooled = f'sum({counts} and on (namespace, pod) vbw_stream_up{{{POD}, stream="all"}})'
+        return f"({named} or vector(0)) + ({pooled} or vector(0))"
+
     L.add(
         stat(
             "Streams up",
-            f"count(vbw_stream_up{{{STREAM}}} == 1) or vector(0)",
-            "Streams delivering frames.",
+            streams("up"),
+            "Streams delivering frames. Pods without per-stream labels count all their streams.",
             "green",
         ),
         w=4,
@@ -251,8 +280,9 @@ def build() -> dict[str, Any]:
     L.add(
         stat(
             "Streams down",
-            f"count(vbw_stream_up{{{STREAM}}} == 0) or vector(0)",
-            "Streams without frames (reconnecting). VbwStreamDown fires after 2 minutes.",
+            streams("down"),
+            "Streams without frames (reconnecting, or never opened). VbwStreamDown fires after 2 "
+            "minutes (VbwStreamsDown for pods without per-stream labels).",
             "red",
         ),
         w=4,
@@ -262,7 +292,8 @@ def build() -> dict[str, Any]:
         {
             "type": "state-timeline",
             "title": "Stream up / down",
-            "description": "1 while the stream delivers frames.",
+            "description": '1 while the stream delivers frames. stream="all" (a pod without per-stream '
+            "labels): 1 only while every stream of the pod does.",
             "targets": [target(f"max by (pod, stream) (vbw_stream_up{{{STREAM}}})", "{{pod}} {{stream}}")],
             "fieldConfig": {
                 "defaults": {
@@ -304,12 +335,20 @@ def build() -> dict[str, Any]:
             [
                 target(
                     'sum by (topic) (max by (topic, partition) (vbw_kafka_consumer_lag{namespace=~"$namespace"}))',
-                    "{{topic}}",
-                )
+                    "{{topic}} (workers)",
+                    "A",
+                ),
+                target(
+                    'sum by (topic) (kafka_consumergroup_lag{namespace=~"$namespace", consumergroup="vbw-workers"})',
+                    "{{topic}} (broker)",
+                    "B",
+                ),
             ],
             "none",
-            "Messages behind the partition ends, across the consumer group (each partition counted once). "
-            "KEDA adds workers as it grows; VbwConsumerLagGrowing fires when it keeps growing above 1000.",
+            "Messages behind the partition ends, across the consumer group (each partition counted once), "
+            "as the workers report it and as the broker does (kafka-exporter): only the broker's line "
+            "goes on when no worker runs (VbwConsumerLagUnattended). KEDA adds workers as it grows; "
+            "VbwConsumerLagGrowing fires when it keeps growing above 1000.",
         ),
         w=12,
     )
@@ -324,6 +363,36 @@ def build() -> dict[str, Any]:
             ],
             "none",
             "Lag of each partition on the pod that owns it; a stuck partition stands out here.",
+        ),
+        w=12,
+    )
+    L.add(
+        timeseries(
+            "Dead letters",
+            [
+                target(
+                    f"sum by (topic, reason) (increase(vbw_kafka_dead_letters_total{{{POD}}}{RATE}))",
+                    "{{topic}} {{reason}}",
+                )
+            ],
+            "none",
+            "Input messages that were not frames, by topic and reason: sent to the dead-letter topic "
+            "(or counted and skipped without one). VbwKafkaDeadLetters fires on any.",
+        ),
+        w=12,
+    )
+    L.add(
+        timeseries(
+            "Frames published by ingest",
+            [
+                target(
+                    f'sum by (topic) (rate(vbw_published_total{{{POD}, container="ingest"}}{RATE}))',
+                    "{{topic}}",
+                )
+            ],
+            "fps",
+            "Frames the edge ingest pods publish per frames topic. With no worker reading the topic, "
+            "VbwFramesNotConsumed fires.",
         ),
         w=12,
     )

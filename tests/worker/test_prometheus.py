@@ -121,23 +121,27 @@ def test_aggregated_stream_up_says_a_stream_is_down() -> None:
     assert (s["vbw_streams_known"], s["vbw_streams_up"]) == (2, 1)
 
 
-def test_streams_met_in_a_topic_have_no_up_state() -> None:
-    """A Kafka worker meets streams as message keys: it has no connection to them, so no up
-    series (which would read 0 forever and fire VbwStreamDown); the ingest pod reports those."""
+def test_a_stream_gone_to_another_worker_leaves_no_up_series() -> None:
+    """A Kafka partition moved: its streams' up state goes with it (a 0 left here would fire
+    VbwStreamDown while the new owner reports the stream up)."""
     from prometheus_client import generate_latest
 
     from worker.metrics import Metrics
 
-    m = Metrics()
-    m.register_stream("cam-1", owned=False)
-    s = _series(generate_latest(m.registry).decode())
-    assert not [k for k in s if k.startswith("vbw_stream_up{")]
-    assert s['vbw_frames_received_total{stream="cam-1"}'] == 0
-    assert (s["vbw_streams_known"], s["vbw_streams_up"]) == (0, 0)
-    m.register_stream("cam-2")  # a source of its own (file, RTSP): known, down until it delivers
-    m.register_stream("cam-2", owned=False)  # ...and its first frame changes nothing
-    s = _series(generate_latest(m.registry).decode())
-    assert s['vbw_stream_up{stream="cam-2"}'] == 0 and s["vbw_streams_known"] == 1
+    for per_stream in (True, False):
+        m = Metrics(per_stream_labels=per_stream)
+        for sid in ("cam-1", "cam-2"):
+            m.stream_up(sid, True)
+            m.register_stream(sid)  # the first frame registers it after: still up
+        m.stream_up("cam-2", False)
+        m.stream_gone("cam-2")
+        m.stream_gone("cam-9")  # never known: nothing happens
+        s = _series(generate_latest(m.registry).decode())
+        ups = {k: v for k, v in s.items() if k.startswith("vbw_stream_up{")}
+        assert ups == (
+            {'vbw_stream_up{stream="cam-1"}': 1} if per_stream else {'vbw_stream_up{stream="all"}': 1}
+        )
+        assert (s["vbw_streams_known"], s["vbw_streams_up"]) == (1, 1)
 
 
 def test_counters_exist_at_zero_before_their_first_event() -> None:
