@@ -6,22 +6,18 @@ into the partition state, commit what moved (asynchronously, every `commit_inter
 resume partitions on backpressure, then `poll()` and hand frames on. Inference never runs here,
 so `poll()` keeps the group membership alive.
 
-- Partition state (offset book, streams per partition, commit floors, the window-grid aligner):
-  `worker.kafka.partitions.PartitionState`, which also holds the locking rule, as the rebalance
-  listener runs on the client's network thread. This module does the I/O around it.
+- Partition state and its locking rule (the rebalance listener runs on the client's network
+  thread): `worker.kafka.partitions.PartitionState`. This module does the I/O around it.
 - Offsets: see `worker.kafka.offsets`. A frame is held from `emit` until the pipeline releases it
   (out of every window buffer, every window using it acked by all sinks); a bad message is held
   until its dead-letter copy is acked. Only the lowest held offset is ever committed.
-- Rebalances (`AsyncConsumerRebalanceListener`): on revoke, commit each partition's commit point
-  with `await consumer.commit_async(...)`. On assign, partitions we keep (eager rebalances
-  revoke everything, then hand most of it back) carry on from our own position with their
-  window state; partitions we lost have their streams dropped from the pipeline, their
-  `vbw_stream_up` and lag series removed (the new owner reports them) and their bookkeeping
-  forgotten; new partitions start from the group's committed offset, so their window state is
-  rebuilt from the frames after it. A stream is up from its first frame on a partition we own.
-- A partition whose offsets go backwards (`OffsetRegression`: the broker lost its log and the
-  consumer reset) is reset: its streams' windows are closed without a partial window, the book
-  starts over.
+- Rebalances: on revoke, commit each partition's commit point. On assign, partitions we keep
+  carry on from our own position with their window state; partitions we lost have their
+  streams dropped and their `vbw_stream_up` and lag series removed (the new owner reports
+  them); new ones start from the group's committed offset. A stream is up from its first frame
+  on a partition we own.
+- Offsets going backwards (`OffsetRegression`: the broker lost its log) reset the partition: its
+  streams' windows are closed without a partial window, the book starts over.
 - Shutdown: stop reading, keep the group alive and take feedback until the pipeline has
   flushed its sinks (`ctx.drained()`), then commit synchronously and leave the group.
 """
@@ -71,11 +67,8 @@ class _Listener(AsyncConsumerRebalanceListener):
             src._commit_done(offsets)
             log.info("rebalance: committed %s before giving partitions up", _fmt(offsets))
         except Exception as e:  # the group moved on without us: the next owner re-reads a bit more
-            log.warning(
-                "rebalance: commit on revoke failed (%s: %s); uncommitted frames will be re-read",
-                type(e).__name__,
-                e,
-            )
+            msg = "rebalance: commit on revoke failed (%s: %s); uncommitted frames will be re-read"
+            log.warning(msg, type(e).__name__, e)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         self.source._assign({(tp.topic, tp.partition) for tp in assigned})
@@ -233,7 +226,7 @@ class KafkaFrameSource(Source):
         out = decoder.decode(rec.key, rec.value, rec.headers, rec.timestamp, ref)
         ctx.metrics.stage_seconds("decode", time.perf_counter() - t0)
         if isinstance(out, BadFrame):
-            self._bad(ctx, dlq, rec, tp, ref, out)
+            self._bad(ctx, dlq, rec, out)
             return
         reset = header(rec.headers, H_RESET)
         if reset is not None:  # the edge restarted this stream (reconnect, loop): no window spans it
@@ -248,15 +241,8 @@ class KafkaFrameSource(Source):
         if not ctx.emit(out):  # stopping: never commit at or past a frame the pipeline refused
             self.state.refused(tp, rec.offset)
 
-    def _bad(
-        self,
-        ctx: SourceContext,
-        dlq: ResilientProducer | None,
-        rec: Any,
-        tp: TP,
-        ref: tuple[str, int, int],
-        bad: BadFrame,
-    ) -> None:
+    def _bad(self, ctx: SourceContext, dlq: ResilientProducer | None, rec: Any, bad: BadFrame) -> None:
+        tp, offset, ref = (rec.topic, rec.partition), rec.offset, (rec.topic, rec.partition, rec.offset)
         self.dead_letters += 1
         ctx.metrics.dead_letter(rec.topic, bad.reason.value)
         self.bad_log.warning("kafka source %s: bad frame message %s", self.id, bad)
@@ -264,19 +250,16 @@ class KafkaFrameSource(Source):
             with contextlib.suppress(UnicodeDecodeError):
                 ctx.metrics.decode_error(rec.key.decode("utf-8"))
         if dlq is None:
-            self.state.skip(tp, rec.offset)
+            self.state.skip(tp, offset)
             return
-        if not self.state.hold(tp, rec.offset):
+        if not self.state.hold(tp, offset):
             return  # the partition went to another member, which reads this record again
         key, value, headers = dead_letter_record(rec.key, rec.value, rec.headers, bad, ref, self.worker_id)
-        offset = rec.offset
-        dlq.send(
-            self.cfg.dead_letter_topic,
-            key,
-            value,
-            headers,
-            lambda err: self._dlq_done.append((tp, offset, err)),
-        )
+
+        def done(err: str | None) -> None:  # called from dlq.poll(), in this thread
+            self._dlq_done.append((tp, offset, err))
+
+        dlq.send(self.cfg.dead_letter_topic, key, value, headers, done)
 
     def _reset_partition(self, ctx: SourceContext, e: OffsetRegression) -> None:
         (topic, partition), offset = e.tp, e.offset
