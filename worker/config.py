@@ -55,12 +55,28 @@ class SamplingConfig(_Section):
 
 
 class ReconnectConfig(_Section):
-    """Exponential backoff with full jitter between reconnect attempts."""
+    """Fast TCP probes early in an outage, exponential backoff with jitter otherwise
+    (worker.backoff.ReconnectPolicy)."""
 
-    initial_s: float = Field(0.5, gt=0, description="first delay")
+    initial_s: float = Field(0.5, gt=0, description="first backoff delay")
     max_s: float = Field(30.0, gt=0, description="delay cap")
     multiplier: float = Field(2.0, ge=1, description="growth per failed attempt")
     jitter: float = Field(0.5, ge=0, le=1, description="fraction of the delay drawn at random")
+    probe_interval_s: float = Field(
+        0.5,
+        gt=0,
+        description="early in an outage, TCP-probe the camera's RTSP port this often: a returning "
+        "camera is found within this",
+    )
+    probe_for_s: float = Field(
+        300.0,
+        ge=0,
+        description="probe that often for this long into an outage, then back off "
+        "(initial_s..max_s); 0 = back off from the start",
+    )
+    probe_timeout_s: float = Field(
+        1.0, gt=0, description="TCP connect limit of one probe (a camera that is off never answers)"
+    )
 
 
 class FileSourceConfig(_Section):
