@@ -20,7 +20,6 @@ import importlib.resources
 import socket
 import stat
 import subprocess
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -257,9 +256,7 @@ def _worker_run(
     )  # fmt: skip
     pipe = Pipeline(cfg, install_signals=False)
     reg = pipe.metrics.registry
-    rc: list[int] = []
-    t = threading.Thread(target=lambda: rc.append(pipe.run()), daemon=True)
-    t.start()
+    pipe.run_in_background()
     if not pipe.wait_started(120):
         raise RuntimeError("the worker did not start")
 
@@ -290,7 +287,7 @@ def _worker_run(
         for stage in ("decode", "encode_frames", "encode_windows")
     }
     pipe.stop("bench done")
-    t.join(60)
+    pipe.join(60)
     return seconds, stages
 
 

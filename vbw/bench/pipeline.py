@@ -16,10 +16,10 @@ close the whole pipeline comes to its slowest stage.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -32,8 +32,9 @@ from worker.config import SamplingConfig, VbwConfig, parse_config
 from worker.frames import Frame
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
+from worker.runtime import Runtime
 from worker.sinks.base import DeliveryCallback, Sink, WindowResult
-from worker.sources.base import Feedback
+from worker.sources.context import SourceContextBase
 from worker.sources.file import FileSource
 from worker.windows import FrameMeta, SlidingWindowAssembler
 
@@ -150,20 +151,10 @@ def make_video(spec: BenchSpec, cache: Path) -> Path:
     return path
 
 
-class _NullCtx:
-    """A SourceContext that takes frames and throws them away: the decode stage alone."""
+class _DiscardCtx(SourceContextBase):
+    """Takes frames and throws them away: the decode stage alone."""
 
-    def __init__(self, image_size: tuple[int, int], stop: threading.Event):
-        self.metrics = Metrics()
-        self.image_size = image_size
-        self._stop = stop
-        self.frames = 0
-
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._stop.wait(max(0.0, seconds))
+    frames = 0
 
     def emit(self, frame: Frame) -> bool:
         self.frames += 1
@@ -175,14 +166,8 @@ class _NullCtx:
     def drop_streams(self, stream_ids: Any, reason: str) -> None:
         pass
 
-    def congested(self) -> bool:
-        return False
-
     def load(self) -> float:
         return 0.0
-
-    def take_feedback(self) -> list[Feedback]:
-        return []
 
 
 def _rate(fn: Callable[[], int], seconds: float) -> float:
@@ -246,20 +231,20 @@ def _config(spec: BenchSpec, sources: list[dict], **pipeline: Any) -> VbwConfig:
 # -- the three parts --------------------------------------------------------------------------
 def decode_rate(spec: BenchSpec, video: Path, size: tuple[int, int]) -> float:
     """Source frames/s of `spec.parallel` looping unpaced sources whose frames are thrown away."""
-    stop = threading.Event()
+    rt = Runtime(logging.getLogger("vbw.bench"), grace_s=20.0, install_signals=False)
     sampling = SamplingConfig(fps=spec.fps)
-    ctxs = [_NullCtx(size, stop) for _ in range(spec.parallel)]
-    srcs = [FileSource(f"d{i}", video, sampling, loop=True) for i in range(spec.parallel)]
-    ths = [threading.Thread(target=s.run, args=(c,), daemon=True) for s, c in zip(srcs, ctxs, strict=True)]
-    for t in ths:
-        t.start()
+    metrics = Metrics()
+    ctxs = []
+    for i in range(spec.parallel):
+        src = FileSource(f"d{i}", video, sampling, loop=True)
+        ctxs.append(_DiscardCtx(src, rt, metrics, size))
+        rt.start_source(src, ctxs[-1])
     time.sleep(1.0)
     n0, t0 = sum(c.frames for c in ctxs), time.perf_counter()
     time.sleep(spec.ceiling_seconds)
     n1, t1 = sum(c.frames for c in ctxs), time.perf_counter()
-    stop.set()
-    for t in ths:
-        t.join(10)
+    rt.shutdown(lambda: True)  # the sources get half the grace to return
+    rt.close()
     return (n1 - n0) / (t1 - t0) * spec.src_per_analysed
 
 
@@ -351,12 +336,10 @@ def _sample_result(engine: Any) -> WindowResult:
     )
 
 
-def _run_pipeline(p: Pipeline) -> threading.Thread:
-    t = threading.Thread(target=p.run, daemon=True)
-    t.start()
+def _run_pipeline(p: Pipeline) -> None:
+    p.run_in_background()
     if not p.wait_started(60):
         raise RuntimeError("pipeline did not start")
-    return t
 
 
 def end_to_end_rate(spec: BenchSpec, video: Path, engine: Any) -> float:
@@ -365,7 +348,7 @@ def end_to_end_rate(spec: BenchSpec, video: Path, engine: Any) -> float:
     n = spec.parallel
     cfg = _config(spec, [{"type": "file", "id": f"e{i}", "path": str(video), "loop": True} for i in range(n)])
     p = Pipeline(cfg, engine=engine, sinks=[CollectSink()], install_signals=False)
-    t = _run_pipeline(p)
+    _run_pipeline(p)
     time.sleep(2.0)
 
     def received() -> float:
@@ -375,7 +358,7 @@ def end_to_end_rate(spec: BenchSpec, video: Path, engine: Any) -> float:
     time.sleep(spec.e2e_seconds)
     r1, t1 = received(), time.perf_counter()
     p.stop("bench")
-    t.join(30)
+    p.join(30)
     return (r1 - r0) / (t1 - t0) * spec.src_per_analysed
 
 
@@ -389,7 +372,7 @@ def live_trial(spec: BenchSpec, video: Path, engine: Any, n: int, progress: Call
         ],
     )
     p = Pipeline(cfg, engine=engine, sinks=[sink], install_signals=False)
-    t = _run_pipeline(p)
+    _run_pipeline(p)
     time.sleep(spec.trial_warmup)
     d0 = _counter(p, "vbw_frames_dropped_total")
     t_start = time.time()
@@ -397,7 +380,7 @@ def live_trial(spec: BenchSpec, video: Path, engine: Any, n: int, progress: Call
     t_end = time.time()
     d1 = _counter(p, "vbw_frames_dropped_total")
     p.stop("bench")
-    t.join(30)
+    p.join(30)
     reasons: dict[str, int] = {}
     for k, v in d1.items():
         dv = int(v - d0.get(k, 0.0))
