@@ -54,7 +54,13 @@ def render(overlay: str) -> tuple[dict[str, Any], ...]:
 
 
 def workloads(docs: tuple[dict[str, Any], ...]) -> list[dict[str, Any]]:
-    return [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    """vbw's own Deployments and StatefulSets (not third-party ones such as kafka-exporter)."""
+    return [
+        d
+        for d in docs
+        if d["kind"] in ("Deployment", "StatefulSet")
+        and d["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/name") == "vbw"
+    ]
 
 
 def one(docs: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:

@@ -69,15 +69,15 @@ def _problems(docs: list[dict[str, Any]]) -> list[str]:
 def test_strict_validation_catches_mistakes(deploy) -> None:
     """The validators used below really reject a typo and a wrong type, for core and CRD kinds."""
     docs = deploy.render("cpu")
-    dep = copy.deepcopy(deploy.one(docs, "Deployment"))
+    dep = copy.deepcopy(deploy.one(docs, "Deployment", "vbw-worker"))
     dep["spec"]["template"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
     so = copy.deepcopy(deploy.one(docs, "ScaledObject"))
     so["spec"]["maxReplicaCount"] = "twelve"
     so_typo = copy.deepcopy(deploy.one(docs, "ScaledObject"))
     so_typo["spec"]["triggers"][0]["metdata"] = {}
-    sm = copy.deepcopy(deploy.one(docs, "ServiceMonitor"))
+    sm = copy.deepcopy(deploy.one(docs, "ServiceMonitor", "vbw"))
     sm["spec"]["endpoints"][0]["interval"] = 15
-    sm_typo = copy.deepcopy(deploy.one(docs, "ServiceMonitor"))
+    sm_typo = copy.deepcopy(deploy.one(docs, "ServiceMonitor", "vbw"))
     sm_typo["spec"]["endpoints"][0]["intervall"] = "15s"
     pr = copy.deepcopy(deploy.one(docs, "PrometheusRule"))
     pr["spec"]["groups"][0]["rules"][-1]["for"] = "two minutes"
@@ -99,7 +99,12 @@ def test_strict_validation_catches_mistakes(deploy) -> None:
         assert any(p.startswith(where) and want in p for p in problems), (want, problems)
     assert len(problems) == len(broken), problems
     # The untouched objects pass, through the same two validators.
-    assert not _problems([deploy.one(docs, k) for k in ("Deployment", "ScaledObject", "ServiceMonitor")])
+    assert not _problems(
+        [
+            deploy.one(docs, k, n)
+            for k, n in (("Deployment", "vbw-worker"), ("ScaledObject", None), ("ServiceMonitor", "vbw"))
+        ]
+    )
 
 
 def test_crd_schema_packages_pinned() -> None:
@@ -323,7 +328,9 @@ def test_keda_scales_the_consumer_group_the_worker_reads(deploy, overlay: str) -
     docs = deploy.render(overlay)
     scaled = [d for d in docs if d["kind"] == "ScaledObject"]
     if not scaled:
-        assert not any(d["kind"] == "Deployment" for d in docs), "a Kafka Deployment without autoscaling"
+        assert not any(w["kind"] == "Deployment" for w in deploy.workloads(docs)), (
+            "a Kafka Deployment without autoscaling"
+        )
         return
     so = deploy.one(docs, "ScaledObject")
     dep = deploy.one(docs, "Deployment", so["spec"]["scaleTargetRef"]["name"])
@@ -357,7 +364,11 @@ def _matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def test_services_pdbs_and_scraping_select_the_pods(deploy, overlay: str) -> None:
     docs = deploy.render(overlay)
     pods = [w["spec"]["template"]["metadata"]["labels"] for w in deploy.workloads(docs)]
-    services = [d for d in docs if d["kind"] == "Service"]
+    services = [
+        d
+        for d in docs
+        if d["kind"] == "Service" and d["metadata"]["labels"].get("app.kubernetes.io/name") == "vbw"
+    ]
     for w in deploy.workloads(docs):
         labels = w["spec"]["template"]["metadata"]["labels"]
         assert _matches(w["spec"]["selector"]["matchLabels"], labels)
@@ -369,7 +380,7 @@ def test_services_pdbs_and_scraping_select_the_pods(deploy, overlay: str) -> Non
         ), f"{w['metadata']['name']} has no PodDisruptionBudget"
         if w["kind"] == "StatefulSet":
             assert w["spec"]["serviceName"] in {s["metadata"]["name"] for s in services}
-    sm = deploy.one(docs, "ServiceMonitor")
+    sm = deploy.one(docs, "ServiceMonitor", "vbw")
     job_label = sm["spec"]["jobLabel"]
     for s in services:
         assert any(_matches(s["spec"]["selector"], p) for p in pods)
@@ -383,7 +394,7 @@ def test_no_literal_secrets(deploy, overlay: str) -> None:
     """Credentials come from Secrets created out of band; nothing rendered carries one."""
     docs = deploy.render(overlay)
     assert not [d for d in docs if d["kind"] == "Secret"]
-    for w in deploy.workloads(docs):
+    for w in [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]:  # kafka-exporter too
         for c in _containers(w):
             for e in c.get("env", []):
                 if re.search(r"PASSWORD|SECRET|TOKEN|USERNAME|KEY", e["name"]):
@@ -438,3 +449,61 @@ def test_gpu_plans_built_before_the_worker_with_its_profile(deploy, overlay: str
             }
             got = {k: args[k] for k in want}
             assert got == want, f"{w['metadata']['name']} {config_path}: build-plans {got}, worker {want}"
+
+
+# --- broker-side lag ------------------------------------------------------------------------------
+def _flags(args: list[str]) -> dict[str, str]:
+    """--name=value and bare --name (a true boolean) arguments of a Go/kingpin program."""
+    return dict([*a.removeprefix("--").split("=", 1), "true"][:2] for a in args)
+
+
+def test_kafka_exporter_watches_the_workers_group(deploy, overlay: str) -> None:
+    """Every overlay with Kafka workers runs kafka-exporter on the same brokers, credentials, group
+    and topic, scraped under its own job, and the alert VbwConsumerLagUnattended names that group:
+    the lag is seen on the broker when no worker runs to report it."""
+    docs = deploy.render(overlay)
+    scaled = [d for d in docs if d["kind"] == "ScaledObject"]
+    if not scaled:  # no Kafka workers here
+        return
+    exporter = deploy.one(docs, "Deployment", "kafka-exporter")
+    dep = deploy.one(docs, "Deployment", scaled[0]["spec"]["scaleTargetRef"]["name"])
+    [(config_path, _env, files)] = _pod_configs(deploy, docs, dep)
+    cfg = yaml.safe_load(files[config_path])
+    [src] = [s for s in cfg["sources"] if s["type"] == "kafka"]
+    [c] = _containers(exporter)
+    flags = _flags(c["args"])
+    assert flags["kafka.server"] == ",".join(cfg["kafka"]["bootstrap_servers"])
+    assert re.fullmatch(flags["group.filter"].strip("^$"), src["group_id"])
+    assert all(re.fullmatch(flags["topic.filter"].strip("^$"), t) for t in src["topics"])
+    assert flags.get("offset.show-all", "true") == "true", "the lag of a group with no member is the point"
+    sec = cfg["kafka"]["security"]
+    assert (flags.get("tls.enabled") == "true") == sec["protocol"].endswith("SSL")
+    assert (flags.get("sasl.enabled") == "true") == sec["protocol"].startswith("SASL")
+    assert flags["sasl.mechanism"] == sec["sasl_mechanism"].lower().replace("-sha-", "-sha")
+    # Credentials from the workers' Secret, through the environment the kubelet expands.
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in c["env"]}
+    assert flags["sasl.username"] == "$(KAFKA_USERNAME)" and env["KAFKA_USERNAME"]["key"] == "username"
+    assert flags["sasl.password"] == "$(KAFKA_PASSWORD)" and env["KAFKA_PASSWORD"]["key"] == "password"
+    worker_secrets = {
+        v["secret"]["secretName"] for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v
+    }
+    assert {r["name"] for r in env.values()} <= worker_secrets
+    # Hardened like the workers (the namespace enforces the restricted Pod Security Standard).
+    pod = exporter["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = c["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"]["drop"] == ["ALL"] and "memory" in c["resources"]["limits"]
+    # Scraped by its own ServiceMonitor, as a job other than "vbw" (up{job="vbw"} is the workers').
+    labels = exporter["spec"]["template"]["metadata"]["labels"]
+    [svc] = [s for s in docs if s["kind"] == "Service" and _matches(s["spec"]["selector"], labels)]
+    sm = deploy.one(docs, "ServiceMonitor", "kafka-exporter")
+    assert _matches(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"])
+    assert svc["metadata"]["labels"][sm["spec"]["jobLabel"]] != "vbw"
+    assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
+    assert f"--web.listen-address=:{c['ports'][0]['containerPort']}" in c["args"]
+    # The alert watches this group.
+    rules = yaml.safe_load((deploy.repo / "deploy/prometheus/vbw-alerts.yaml").read_text())["groups"]
+    [alert] = [r for g in rules for r in g["rules"] if r.get("alert") == "VbwConsumerLagUnattended"]
+    assert f'consumergroup="{src["group_id"]}"' in alert["expr"], alert["expr"]
