@@ -5,7 +5,7 @@
 - `/readyz` 503 until the engine is loaded and warmed and the sources have started; 200 after;
   503 again while shutting down, and while `/healthz` is 503 (a wedged worker serves nothing).
 
-The server object is built here; the thread that serves it is started by the pipeline.
+The server object is built here; `worker.runtime` serves it (first, so /readyz answers 503 while loading).
 """
 
 from __future__ import annotations
