@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from contracts.graph import MANIFEST_NAME
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MODEL = REPO / "models" / "vbw-motion-small"
 
@@ -17,6 +19,6 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
-    if not (DEFAULT_MODEL / "model.json").is_file():
+    if not (DEFAULT_MODEL / MANIFEST_NAME).is_file():
         pytest.skip(f"shipped model not built yet: {DEFAULT_MODEL}")
     return DEFAULT_MODEL
