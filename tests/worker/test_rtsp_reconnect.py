@@ -9,11 +9,15 @@ machine), so a returning camera is found within that, and the outage ends in one
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import pytest
 from services.rtsp_server import RtspServer
@@ -24,6 +28,8 @@ from worker.metrics import Metrics
 from worker.sources.rtsp import RtspSource
 
 pytestmark = [pytest.mark.e2e]
+
+REPO = Path(__file__).resolve().parents[2]
 
 OUTAGE_S = 5.0
 # Scheduling slack on a machine whose cores are all busy: far below the 2-4 s gaps that plain
@@ -152,3 +158,38 @@ def test_camera_back_after_outage_is_found_within_the_probe_interval(
     assert sum("stream lost" in m for m in msgs) == 1, msgs
     assert ("cam", "reconnect") in ctx.resets
     assert up_again
+
+
+def test_bench_reconnect_runs_and_reports(tmp_path, rtsp_ok):
+    """`vbw bench reconnect` end to end, one short outage: the table, the summary and the JSON."""
+    from vbw.bench.reconnect import camera_problem
+
+    why = camera_problem()
+    if why:
+        pytest.skip(why)
+    out = tmp_path / "reconnect.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vbw.cli",
+            "bench",
+            "reconnect",
+            "--trials",
+            "1",
+            "--outage",
+            "1",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"median [\d.]+ s, max [\d.]+ s, [01]/1 within 2 s", proc.stdout), proc.stdout
+    doc = json.loads(out.read_text())
+    (trial,) = doc["trials"]
+    assert trial["first_frame_s"] > 0 and trial["attempts_down"] >= 1
+    assert re.fullmatch(r"cam1: reconnected after [\d.]+ s outage \(\d+ attempts\)", trial["log_line"])
