@@ -27,7 +27,9 @@ from pathlib import Path
 
 from worker.config import parse_config
 from worker.frames import Frame
-from worker.sources.base import Feedback, SourceContext
+from worker.metrics import Metrics
+from worker.runtime import Runtime
+from worker.sources.context import SourceContextBase
 from worker.sources.rtsp import RtspSource
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
@@ -102,27 +104,27 @@ class Camera:
         self.proc = None
 
 
-class _Events:
-    """What the source reports (as its `SourceMetrics`), with time.monotonic() stamps."""
+class _Events(Metrics):
+    """The worker's metrics, plus what the bench times: stream up/down, attempts and frames, with
+    time.monotonic() stamps."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.cond = threading.Condition()
         self.up = False
         self.frame_times: list[float] = []
         self.attempts: list[float] = []
 
     def stream_up(self, stream_id: str, up: bool) -> None:
+        super().stream_up(stream_id, up)
         with self.cond:
             self.up = up
             self.cond.notify_all()
 
     def reconnect(self, stream_id: str) -> None:
+        super().reconnect(stream_id)
         with self.cond:
             self.attempts.append(time.monotonic())
-
-    def decode_error(self, stream_id: str) -> None: ...
-    def frame_dropped(self, stream_id: str, reason: str, n: int = 1) -> None: ...
-    def stage_seconds(self, stage: str, seconds: float) -> None: ...
 
     def frame(self) -> None:
         with self.cond:
@@ -135,42 +137,19 @@ class _Events:
                 raise RuntimeError(f"{label}: not within {timeout:.0f}s")
 
 
-class _Context(SourceContext):
-    """A SourceContext that only times frames: nothing downstream, nothing dropped."""
-
-    def __init__(self, events: _Events, image_size: tuple[int, int] = (64, 64)):
-        self.metrics = events
-        self.image_size = image_size
-        self._events = events
-        self._stop = threading.Event()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def stopping(self) -> bool:
-        return self._stop.is_set()
-
-    def wait(self, seconds: float) -> bool:
-        return self._stop.wait(max(0.0, seconds))
+class _TimingCtx(SourceContextBase):
+    """Only times frames: nothing downstream, nothing dropped."""
 
     def emit(self, frame: Frame) -> bool:
-        self._events.frame()
+        self.received(frame)
+        self.metrics.frame()  # type: ignore[attr-defined]
         return True
 
     def stream_reset(self, stream_id: str, reason: str, emit_partial: bool = True) -> None: ...
     def drop_streams(self, stream_ids: Iterable[str], reason: str) -> None: ...
 
-    def congested(self) -> bool:
-        return False
-
     def load(self) -> float:
         return 0.0
-
-    def take_feedback(self) -> list[Feedback]:
-        return []
-
-    def drained(self) -> bool:
-        return True
 
 
 class _ReconnectLines(logging.Handler):
@@ -260,19 +239,18 @@ def run_reconnect_bench(
         sc = cfg.sources[0]
         reconnect = sc.reconnect.model_dump()  # type: ignore[union-attr]
         events = _Events()
-        ctx = _Context(events)
+        rt = Runtime(logging.getLogger("vbw.bench"), grace_s=30.0, install_signals=False)
         handler = _ReconnectLines()
         src_log = logging.getLogger("vbw.source")
         old_level = src_log.level
         src_log.setLevel(logging.INFO)  # the reconnect lines are INFO
         src_log.addHandler(handler)
         trials: list[Trial] = []
-        thread: threading.Thread | None = None
         try:
             cam.start()
             source = RtspSource(sc, cfg)  # type: ignore[arg-type]
-            thread = threading.Thread(target=source.run, args=(ctx,), name="rtsp-source", daemon=True)
-            thread.start()
+            ctx = _TimingCtx(source, rt, events, (64, 64))
+            rt.start_source(source, ctx)
             events.wait_for(lambda: bool(events.frame_times), 60, "first frame from the camera")
             for i in range(1, spec.trials + 1):
                 t_up = events.frame_times[-1]
@@ -297,10 +275,9 @@ def run_reconnect_bench(
                 trials.append(trial)
                 say(f"trial {i}: first new frame {trial.first_frame_s:.2f} s after the camera listened again")
         finally:
-            ctx.stop()
             cam.kill()
-            if thread is not None:
-                thread.join(timeout=30)
+            rt.shutdown(lambda: True)  # the source gets half the grace to return
+            rt.close()
             src_log.removeHandler(handler)
             src_log.setLevel(old_level)
     return ReconnectBenchResult(spec, reconnect, trials)
