@@ -83,8 +83,11 @@ class KafkaSecurity(BaseModel):
             problems.append(f"TLS files given but protocol is {self.protocol}")
         if (self.cert_file is None) != (self.key_file is None):
             problems.append("cert_file and key_file go together")
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = getattr(self, name)
+        for name, path in (
+            ("ca_file", self.ca_file),
+            ("cert_file", self.cert_file),
+            ("key_file", self.key_file),
+        ):
             if path is not None and not path.is_file():
                 problems.append(f"{name} {path} does not exist")
         if problems:
