@@ -436,6 +436,15 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> Iterat
                 f'sum(rate(vbw_frames_received_total{{pod="{pod}"}}[15s])) > 0', 90, f"frame rate of {pod}"
             )
         prom.wait_for("vbw_kafka_consumer_lag", 90, "consumer lag from the Kafka worker")
+        # Windows seen to flow, not just to exist: two scrapes of one count read as "no window in
+        # 10 minutes" to VbwNoWindowsFromReadyWorker (pending, for a few seconds after start).
+        for pod in (FILE_POD, KAFKA_POD):
+            prom.wait_for(
+                f'increase(vbw_windows_emitted_total{{pod="{pod}"}}[1m]) > 0', 90, f"windows from {pod}"
+            )
+        prom.wait_for(
+            f'increase(vbw_published_total{{pod="{INGEST_POD}"}}[1m]) > 0', 90, "frames from ingest"
+        )
         # ...and a rule evaluation that saw all of it (the rules share one group, so one pass).
         t0 = float(prom.query("time()")[1])  # a scalar: [time, value]
         prom.wait_for(f"timestamp(vbw:kafka_consumer_lag:sum) > {t0}", 60, "a rule evaluation")
@@ -481,7 +490,9 @@ def test_every_expression_has_data_and_no_alert_fires(prometheus: PrometheusServ
     assert not errors, "\n".join(errors)
     assert not empty, "expressions with no data on a healthy fleet:\n" + "\n".join(empty)
     assert not stale_ok, "\n".join(stale_ok)
-    assert not alerting, "alert expressions true on a healthy fleet:\n" + "\n".join(alerting)
+    assert not alerting, (
+        "alert expressions true on a healthy fleet:\n" + "\n".join(alerting) + "\n" + fleet.logs()
+    )
     active = prometheus.alerts()
     assert not active, f"alerts pending or firing on a healthy fleet: {active}"
     assert not prometheus.query("ALERTS"), "ALERTS has series on a healthy fleet"
