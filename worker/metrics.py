@@ -81,6 +81,7 @@ class Metrics:
             ["policy", "reason"],
             registry=r,
         )
+        self.windows_dropped.labels("invalid_message")  # a window whose message cannot be valid
         for reason in WINDOW_CLOSE_REASONS:
             self.windows_dropped.labels(reason)
             for policy in PARTIAL_POLICIES:

@@ -90,6 +90,22 @@ def test_loop_resets_and_keeps_seq_and_pts_increasing(labelled_clips):
     assert ctx.resets.count(("l", "loop")) == 2
 
 
+def test_a_looping_file_stays_up_across_its_loops(labelled_clips):
+    ups: list[bool] = []
+
+    class Recording(Metrics):
+        def stream_up(self, stream_id: str, up: bool) -> None:
+            ups.append(up)
+            super().stream_up(stream_id, up)
+
+    ctx = Collect(max_frames=200)
+    ctx.metrics = Recording()
+    FileSource("l", labelled_clips["grow"], SamplingConfig(fps=5), loop=True).run(ctx)
+    assert ctx.resets.count(("l", "loop")) == 2
+    # down only once, when it stopped: a loop is no outage (VbwStreamDown flickered pending)
+    assert ups[-1] is False and ups.count(False) == 1, ups
+
+
 def test_realtime_pacing_follows_timestamps(labelled_clips):
     ctx = Collect(max_frames=11)
     t0 = time.monotonic()

@@ -55,10 +55,11 @@ class FileSource(Source):
             with container:
                 ctx.metrics.stream_up(self.id, True)
                 res = self._pump.pump(ctx, container, pts_offset=offset, pace=self.realtime)
-            ctx.metrics.stream_up(self.id, False)
+            again = self.loop and res.ending == "eos" and res.frames > 0
+            if not again:  # a looping file stays up across its loops (no flicker for VbwStreamDown)
+                ctx.metrics.stream_up(self.id, False)
             if res.ending == "stopped":
                 return  # the pipeline closes the windows at shutdown
-            again = self.loop and res.ending == "eos" and res.frames > 0
             ctx.stream_reset(self.id, "loop" if again else ("eos" if res.ending == "eos" else "error"))
             if res.ending == "error":  # the runtime logs it; a run whose every source failed exits 1
                 detail = f"{self.path}: {res.error} (after {res.frames} frames)"
