@@ -37,9 +37,7 @@ from worker.delivery import DeliveryLedger
 from worker.engine_start import start_engine
 from worker.frames import Frame
 from worker.health import Health
-from worker.inference_stage import DropStreams as _Drop
-from worker.inference_stage import InferenceStage, StageOutput
-from worker.inference_stage import StreamReset as _Reset
+from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
 from worker.metrics import Metrics
 from worker.runtime import Runtime, StartupError
 from worker.sinks.base import Sink
@@ -51,7 +49,7 @@ log = logging.getLogger("vbw.pipeline")
 _IDLE_S = 0.1  # longest any worker thread sleeps without looking at its inputs
 
 
-# Items on frame_q besides frames: _Reset, _Drop (worker.inference_stage), and this.
+# Items on frame_q besides frames: StreamReset, DropStreams (worker.inference_stage), and this.
 _STOP = object()
 
 
@@ -95,7 +93,7 @@ class _SourceCtx(SourceContextBase):
         self.dropped(frame, "shutdown")
         return False
 
-    def _control(self, item: _Reset | _Drop) -> None:
+    def _control(self, item: StreamReset | DropStreams) -> None:
         # Controls must not be lost; they wait for room unless the inference thread is gone.
         while self._p.runtime.alive("inference"):
             try:
@@ -105,10 +103,10 @@ class _SourceCtx(SourceContextBase):
                 continue
 
     def stream_reset(self, stream_id: str, reason: str, emit_partial: bool = True) -> None:
-        self._control(_Reset(stream_id, reason, emit_partial))
+        self._control(StreamReset(stream_id, reason, emit_partial))
 
     def drop_streams(self, stream_ids: Iterable[str], reason: str) -> None:
-        self._control(_Drop(tuple(stream_ids), reason))
+        self._control(DropStreams(tuple(stream_ids), reason))
 
     def load(self) -> float:
         q = self._p._frame_q
