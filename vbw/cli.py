@@ -25,7 +25,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("bench", "engine"): ("vbw.bench.cmd_engine", "engine throughput per backend, precision and batch"),
     ("bench", "pipeline"): ("vbw.bench.cmd_pipeline", "whole-pipeline throughput and latency"),
     ("bench", "kafka"): ("vbw.bench.cmd_kafka", "Kafka in to Kafka out throughput against the raw client"),
-    ("bench", "reconnect"): ("vbw.bench.cmd_reconnect", "camera outages: time to the first frame once it is back"),
+    ("bench", "reconnect"): (
+        "vbw.bench.cmd_reconnect",
+        "camera outages: time to the first frame once it is back",
+    ),
 }
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import jsonschema
 from kafka_helpers import TopicReader, escaped_errors, expected_windows, synthetic_image, worker_config
-from worker_helpers import WorkerProc, metric_value
+from worker_helpers import WorkerProc, metric_value, wait_until
 
 from engines.manifest import load_manifest
 from worker.kafka.frame_codec import FrameEncoder
@@ -36,18 +36,6 @@ BROKEN = [
     (b"9.5", b"2.0", None),
     (b"nan", b"2.2", None),
 ]
-
-
-def _wait(cond, timeout: float, what: str, w: WorkerProc) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if w.proc is not None and w.proc.poll() is not None:
-            raise AssertionError(
-                f"worker exited {w.proc.returncode} waiting for {what}:\n{w.stderr()[-3000:]}"
-            )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _produce(bootstrap: str, n_good: int) -> None:
@@ -93,11 +81,11 @@ def test_bad_time_headers_are_dead_lettered_and_make_no_window(broker, tiny_mode
     try:
         w.wait_ready(60)
         _produce(broker.bootstrap, n_good)
-        _wait(
+        wait_until(
             lambda: want <= labels.ids() and len(dlq.snapshot()) >= len(BROKEN),
             120,
             "the good stream's windows and the dead letters",
-            w,
+            [w],
         )
         metrics = w.metrics()
         assert w.sigterm(timeout=30)[0] == 0

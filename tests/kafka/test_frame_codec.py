@@ -33,7 +33,9 @@ def dec() -> FrameDecoder:
 
 def test_jpeg_with_headers_round_trips(dec):
     img = picture()
-    key, value, headers = FrameEncoder("jpeg", quality=95).encode(Frame("cam-1", 17, 0.68, 1_700_000_000.5, img))
+    key, value, headers = FrameEncoder("jpeg", quality=95).encode(
+        Frame("cam-1", 17, 0.68, 1_700_000_000.5, img)
+    )
     out = dec.decode(key, value, headers, 5, REF)
     assert isinstance(out, Frame), out
     assert (out.stream_id, out.seq, out.pts, out.capture_time) == ("cam-1", 17, 0.68, 1_700_000_000.5)

@@ -13,6 +13,7 @@ from collections import deque
 
 import numpy as np
 from services.tansu import FAST_GROUP, committed_offsets, consume_all, produce
+from worker_helpers import wait_until
 
 from worker.frames import Frame
 from worker.kafka.config import KafkaConnectionConfig, KafkaSourceConfig
@@ -128,11 +129,7 @@ def start(source: KafkaFrameSource, ctx: PipelineSide) -> threading.Thread:
 
 
 def wait_for(cond, timeout: float = 30.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    wait_until(cond, timeout, what)
 
 
 def test_frames_flow_and_commits_follow_releases(broker):

@@ -14,24 +14,11 @@ import time
 import pytest
 from kafka_helpers import FramePublisher, TopicReader, escaped_errors, expected_windows, worker_config
 from services.tansu import committed_offsets
-from worker_helpers import WorkerProc
+from worker_helpers import WorkerProc, wait_until
 
 from engines.manifest import load_manifest
 
 STREAMS = ["cam-0", "cam-1", "cam-2"]
-
-
-def wait_until(cond, timeout: float, what: str, workers=()) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        for w in workers:
-            if w.proc is not None and w.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited {w.proc.returncode} waiting for {what}:\n{w.stderr()[-3000:]}"
-                )
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 @pytest.fixture()

@@ -51,7 +51,7 @@ class PrometheusServer:
         rule_files: Iterable[Path] = (),
         ready_timeout: float = 120.0,
     ):
-        self.targets = dict(targets) if isinstance(targets, Mapping) else dict.fromkeys(targets, {})
+        self.targets = dict(targets) if isinstance(targets, Mapping) else {t: {} for t in targets}
         self.workdir = workdir
         self.port = free_port()
         self.scrape_interval = scrape_interval
@@ -112,7 +112,9 @@ class PrometheusServer:
             except (urllib.error.URLError, OSError):  # 503 while starting, or not listening yet
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"prometheus not ready within {self.ready_timeout:.0f} s:\n{self.log()[-3000:]}")
+                raise TimeoutError(
+                    f"prometheus not ready within {self.ready_timeout:.0f} s:\n{self.log()[-3000:]}"
+                )
             time.sleep(0.2)
 
     def log(self) -> str:
