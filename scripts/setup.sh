@@ -2,7 +2,7 @@
 # One-shot, idempotent set-up of a fresh machine.
 #   scripts/setup.sh runtime   venv + the worker's run-time packages (enough for `vbw demo`)
 #   scripts/setup.sh dev       also torch (CPU), training/export/test packages and the Debian
-#                              services the tests run for real (GStreamer RTSP, Prometheus, kubectl)
+#                              services the tests run for real (GStreamer RTSP, Prometheus, kubectl, Chromium)
 set -euo pipefail
 mode="${1:-dev}"
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -12,8 +12,9 @@ py="${PYTHON:-python3}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
+# chromium: tests/summarize renders the summary page headless and checks the screenshot.
 apt_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-              gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus kubectl ffmpeg)
+              gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus kubectl ffmpeg chromium)
 
 install_apt() {
   local missing=()
