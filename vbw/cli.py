@@ -22,6 +22,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("export",): ("build_engine.cmd_export", "export ONNX graphs (FP32, FP16, INT8) and model.json"),
     ("eval",): ("build_engine.cmd_eval", "top-1 accuracy of a model on freshly generated clips"),
     ("build-engine",): ("build_engine.cmd_build_engine", "compile TensorRT plans (GPU machine only)"),
+    ("summarize",): ("vbw.cmd_summarize", "events (JSONL or a topic) to HTML pages: timeline and snapshots"),
     ("bench", "engine"): ("vbw.bench.cmd_engine", "engine throughput per backend, precision and batch"),
     ("bench", "pipeline"): ("vbw.bench.cmd_pipeline", "whole-pipeline throughput and latency"),
     ("bench", "kafka"): ("vbw.bench.cmd_kafka", "Kafka in to Kafka out throughput against the raw client"),
