@@ -17,14 +17,25 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.functional_validators import AfterValidator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from contracts.errors import VbwError
+from media.zones import Zone, polygon_area, self_intersects
+from worker.events_config import EventsConfig
 from worker.kafka.config import IngestConfig, KafkaConnectionConfig, KafkaSinkConfig, KafkaSourceConfig
 
 ENV_PREFIX = "VBW_"
@@ -79,7 +90,95 @@ class ReconnectConfig(_Section):
     )
 
 
-class FileSourceConfig(_Section):
+# A zone's stream id is `<source id>/<zone name>`: the slash cannot occur in a source id, so a
+# zone stream never collides with another source's stream.
+ZONE_SEPARATOR = "/"
+ZoneName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+def zone_stream_id(source_id: str, zone_name: str) -> str:
+    return f"{source_id}{ZONE_SEPARATOR}{zone_name}"
+
+
+Unit = Annotated[float, Field(ge=0, le=1)]
+
+
+class ZoneConfig(_Section):
+    """A named area of the frame, analysed as the stream `<source id>/<name>` (media.zones)."""
+
+    name: ZoneName = Field(description="zone name; its stream id is `<source id>/<name>`")
+    rect: tuple[Unit, Unit, Unit, Unit] | None = Field(
+        None, description="[x0, y0, x1, y1] in frame fractions (0..1, origin top left)"
+    )
+    polygon: list[tuple[Unit, Unit]] | None = Field(
+        None,
+        description="[[x, y], ...] 3 or more vertices in frame fractions; its bounding box is analysed, "
+        "the outside masked",
+    )
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ZoneConfig:
+        if (self.rect is None) == (self.polygon is None):
+            raise ValueError(f"zone {self.name!r}: give exactly one of rect or polygon")
+        if self.rect is not None:
+            x0, y0, x1, y1 = self.rect
+            if not (x0 < x1 and y0 < y1):
+                raise ValueError(f"zone {self.name!r}: rect needs x0 < x1 and y0 < y1, got {list(self.rect)}")
+        elif self.polygon is not None:
+            if len(self.polygon) < 3:
+                raise ValueError(f"zone {self.name!r}: a polygon needs 3 or more vertices")
+            if self_intersects(self.polygon):
+                raise ValueError(f"zone {self.name!r}: polygon edges cross each other")
+            if polygon_area(self.polygon) <= 1e-9:
+                raise ValueError(f"zone {self.name!r}: polygon has no area")
+        return self
+
+    def zone(self) -> Zone:
+        if self.rect is not None:
+            return Zone.from_rect(self.name, *self.rect)
+        return Zone.from_polygon(self.name, self.polygon or [])
+
+
+def _unique_zones(v: list[ZoneConfig]) -> list[ZoneConfig]:
+    seen: set[str] = set()
+    dups = sorted({z.name for z in v if z.name in seen or seen.add(z.name)})  # type: ignore[func-returns-value]
+    if dups:
+        raise ValueError(f"duplicate zone name(s): {', '.join(dups)}")
+    return v
+
+
+Zones = Annotated[
+    list[ZoneConfig],
+    AfterValidator(_unique_zones),
+    Field(
+        description="named areas, each analysed as its own stream `<id>/<name>` (the frame is decoded "
+        "once); [] = the whole frame only"
+    ),
+]
+FullFrame = Annotated[
+    bool,
+    Field(
+        description="with zones: also analyse the whole frame, as stream `<id>` (without zones it always is)"
+    ),
+]
+
+
+class _ZonedSource(_Section):
+    """The sources that decode video themselves (file, rtsp) and so can cut zones. The fields
+    are declared by each subclass, so they keep their place in its key order."""
+
+    if TYPE_CHECKING:
+        id: str
+        zones: list[ZoneConfig]
+        full_frame: bool
+
+    def stream_ids(self) -> list[str]:
+        """Every stream this source emits: `<id>` (whole frame), then `<id>/<zone>` in order."""
+        whole = [self.id] if self.full_frame or not self.zones else []
+        return whole + [zone_stream_id(self.id, z.name) for z in self.zones]
+
+
+class FileSourceConfig(_ZonedSource):
     type: Literal["file"]
     id: StreamId = Field(description="stream id: metric label, window ids, Kafka key")
     path: Path = Field(
@@ -88,9 +187,11 @@ class FileSourceConfig(_Section):
     realtime: bool = Field(False, description="pace frames to their timestamps, like a live camera")
     loop: bool = Field(False, description="start again at the end (a reset closes the windows)")
     sampling: SamplingConfig | None = Field(None, description="override of the top-level sampling")
+    zones: Zones = []
+    full_frame: FullFrame = False
 
 
-class RtspSourceConfig(_Section):
+class RtspSourceConfig(_ZonedSource):
     type: Literal["rtsp"]
     id: StreamId = Field(description="stream id: metric label, window ids, Kafka key (never the URL)")
     url: SecretStr = Field(description="rtsp:// or rtsps:// URL; credentials allowed, never logged")
@@ -100,6 +201,8 @@ class RtspSourceConfig(_Section):
     stall_timeout_s: float = Field(10.0, gt=0, description="reconnect when no frame for this long")
     reconnect: ReconnectConfig = ReconnectConfig()
     sampling: SamplingConfig | None = Field(None, description="override of the top-level sampling")
+    zones: Zones = []
+    full_frame: FullFrame = False
 
     @field_validator("url")
     @classmethod
@@ -156,7 +259,11 @@ class EngineConfig(_Section):
 class JsonlSinkConfig(_Section):
     type: Literal["jsonl"]
     path: Path = Field(
-        description="file to append vbw.window/v1 lines to; a relative path is relative to the working directory"
+        description="file to append vbw.window/v1 (or vbw.event/v1) lines to; a relative path is relative to "
+        "the working directory"
+    )
+    payload: Literal["windows", "events"] = Field(
+        "windows", description="one line per window, or per segment event (see `events`)"
     )
     name: str = Field("jsonl", description="label of vbw_published_total{topic}")
     fsync: bool = Field(False, description="fsync at each flush (slower, survives power loss)")
@@ -164,7 +271,12 @@ class JsonlSinkConfig(_Section):
 
 class StdoutSinkConfig(_Section):
     type: Literal["stdout"]
-    format: Literal["json", "text"] = Field("json", description="vbw.window/v1 lines, or one readable line")
+    format: Literal["json", "text"] = Field(
+        "json", description="vbw.window/v1 (or vbw.event/v1) lines, or one readable line"
+    )
+    payload: Literal["windows", "events"] = Field(
+        "windows", description="one line per window, or per segment event (see `events`)"
+    )
     name: str = Field("stdout", description="label of vbw_published_total{topic}")
 
 
@@ -200,6 +312,35 @@ class PipelineConfig(_Section):
     worker_id: str | None = Field(None, description="`worker` field of messages; null = host name")
 
 
+class SnapshotsConfig(_Section):
+    """The key frame of each event's peak window, as a JPEG in a local directory (worker.snapshots)."""
+
+    enabled: bool = Field(
+        False,
+        description="store event snapshots; file and RTSP sources then keep a small copy of every frame "
+        "(`width` wide) for them",
+    )
+    dir: Path = Field(
+        Path("snapshots"),
+        description="directory of the store (a volume in Kubernetes); a relative path is relative to the "
+        "working directory",
+    )
+    width: int = Field(
+        320, ge=16, le=4096, description="snapshot width in pixels (height by the frame's aspect)"
+    )
+    quality: int = Field(85, ge=1, le=100, description="JPEG quality")
+    max_count: int | None = Field(
+        10000, ge=1, description="keep at most this many (oldest go first); null = no limit"
+    )
+    max_age_s: float | None = Field(
+        7 * 86400.0, gt=0, description="delete snapshots older than this; null = no limit"
+    )
+    prune_interval_s: float = Field(60.0, gt=0, description="prune by age this often, besides at each save")
+    reference: Literal["relative", "file_uri"] = Field(
+        "relative", description="what events carry: a path relative to `dir`, or an absolute file:// URI"
+    )
+
+
 class VbwConfig(BaseSettings):
     """The whole worker configuration."""
 
@@ -222,6 +363,10 @@ class VbwConfig(BaseSettings):
     metrics: MetricsConfig = MetricsConfig()
     logging: LoggingConfig = LoggingConfig()
     pipeline: PipelineConfig = PipelineConfig()
+    snapshots: SnapshotsConfig = SnapshotsConfig()
+    events: EventsConfig = Field(
+        default_factory=EventsConfig, description="segments and their events, for sinks with `payload: events`"
+    )
     kafka: KafkaConnectionConfig = Field(
         default_factory=KafkaConnectionConfig, description="brokers and security for every kafka entry"
     )
@@ -235,6 +380,21 @@ class VbwConfig(BaseSettings):
         if dups:
             raise ValueError(f"duplicate source id(s): {', '.join(dups)}")
         return v
+
+    @model_validator(mode="after")
+    def _events_need_a_changelog(self) -> VbwConfig:
+        # A Kafka source replays after a crash; open segments must survive it (docs/events.md).
+        if self.takes_events() and not self.events.changelog_topic:
+            if any(s.type == "kafka" for s in self.sources):
+                raise ValueError(
+                    "events.changelog_topic: required when a kafka source feeds a sink with payload: events "
+                    "(segment state must survive a restart)"
+                )
+        return self
+
+    def takes_events(self) -> bool:
+        """A sink publishes segment events, so the segmenter runs."""
+        return any(s.payload == "events" for s in self.sinks)
 
     @classmethod
     def settings_customise_sources(
@@ -250,6 +410,10 @@ class VbwConfig(BaseSettings):
 
     def sampling_for(self, source: SourceConfig) -> SamplingConfig:
         return source.sampling or self.sampling
+
+    def key_width(self) -> int | None:
+        """Width of the key image sources keep of each frame for snapshots; None when off."""
+        return self.snapshots.width if self.snapshots.enabled else None
 
     def worker_id(self) -> str:
         return self.pipeline.worker_id or socket.gethostname()

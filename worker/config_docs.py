@@ -35,6 +35,8 @@ def _type_name(t: Any) -> str:
         return "list" if _variants(get_args(t)[0]) else f"list[{_type_name(get_args(t)[0])}]"
     if origin is dict:
         return "mapping"
+    if origin is tuple:
+        return "[" + ", ".join(_type_name(a) for a in get_args(t)) + "]"
     if t is type(None):
         return "null"
     if isinstance(t, type) and issubclass(t, BaseModel):
@@ -107,6 +109,9 @@ def _rows(model: type[BaseModel], prefix: str, env: bool) -> list[tuple[str, str
                 rows.extend(_rows(v, f"{path}[type={tag}].", False))
             continue
         rows.append((path, _type_name(ann), _default(f), desc, env_name))
+        item = get_args(ann)[0] if get_origin(ann) is list else None
+        if isinstance(item, type) and issubclass(item, BaseModel):  # a list of sections (zones)
+            rows.extend(_rows(item, f"{path}[].", False))
     return rows
 
 

@@ -10,6 +10,21 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from contracts.types import SourceRef
+from media.zones import Point, draw_outline
+
+
+@dataclass(frozen=True, slots=True)
+class KeyImage:
+    """A small picture of a frame for snapshots (worker.snapshots): the whole frame, made once
+    per decoded frame and shared by every zone stream of it, so never written to. A zone
+    stream's key image names its zone; the outline is drawn only when a snapshot is saved."""
+
+    image: np.ndarray  # uint8 [h, w, 3] RGB, `snapshots.width` wide (model size from Kafka frames)
+    zone: tuple[Point, ...] | None = None  # the zone's polygon, normalised
+
+    def render(self) -> np.ndarray:
+        """The picture to save: the frame, with the zone's outline where there is one."""
+        return self.image if self.zone is None else draw_outline(self.image, self.zone)
 
 
 @dataclass(slots=True)
@@ -21,6 +36,9 @@ class Frame:
     image: np.ndarray  # uint8 [H, W, 3] RGB at model resolution
     # Where the frame came from, for offset bookkeeping (Kafka: (topic, partition, offset)).
     source_ref: SourceRef | None = None
+    # For snapshots, when enabled (file and RTSP sources); the inference stage hands it on to
+    # the windows this frame is the newest of, and drops it with the frame.
+    key_image: KeyImage | None = None
 
 
 @dataclass(slots=True)
@@ -42,3 +60,6 @@ class Window:
     source_refs: list[SourceRef] = field(default_factory=list)
     # Stable id (stream, start_seq, model version; see worker.messages.window_id), set by the assembler.
     window_id: str = ""
+    # The key image of the window's newest frame (InferenceStage): an event's snapshot is the
+    # key image of its peak window.
+    key_image: KeyImage | None = None

@@ -33,7 +33,7 @@ from contracts.types import SourceRef
 from engines.base import Engine
 from worker.batcher import Batcher
 from worker.config import BatchingConfig, WindowsConfig
-from worker.frames import Frame, Window
+from worker.frames import Frame, KeyImage, Window
 from worker.messages import LabelScore, ModelRef, WindowMessage
 from worker.metrics import Metrics
 from worker.sinks.base import WindowResult, reject
@@ -141,6 +141,9 @@ class InferenceStage:
         )
         self._assemblers: dict[str, SlidingWindowAssembler] = {}
         self._order = StreamOrder()
+        # Per stream, the key image of the newest frame pushed: every window a push or a close
+        # emits ends at that frame. One small image per stream; the frames' own go with them.
+        self._keys: dict[str, KeyImage] = {}
 
     # -- public -------------------------------------------------------------------------------
     def deadline(self) -> float | None:
@@ -209,8 +212,10 @@ class InferenceStage:
             a = self._assemblers.get(item.stream_id)
             if a is not None:
                 self._apply_step(item.stream_id, a.close(item.reason, item.emit_partial), out)
+            self._keys.pop(item.stream_id, None)
         else:
             for sid in item.stream_ids:
+                self._keys.pop(sid, None)
                 a = self._assemblers.pop(sid, None)
                 if a is not None:
                     self._apply_step(sid, a.drop(), out)
@@ -238,6 +243,8 @@ class InferenceStage:
         for f, feat, token in zip(batch, feats, tokens, strict=True):
             if f.source_ref is not None:
                 out.held.append(f.source_ref)
+            # Frames from Kafka carry no key image: their model-size picture stands in.
+            self._keys[f.stream_id] = f.key_image if f.key_image is not None else KeyImage(f.image)
             step = self._assembler(f.stream_id).push(
                 FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat, token
             )
@@ -246,6 +253,7 @@ class InferenceStage:
     def _apply_step(self, stream_id: str, step: Step, out: StageOutput) -> None:
         now = self._clock()
         for w in step.windows:
+            w.key_image = self._keys.get(stream_id)
             out.held.extend(w.source_refs)
             # One engine path per batch: cached tokens (complete windows) or features (padded).
             rows = w.features.shape[0] if w.features is not None else 0

@@ -1,21 +1,28 @@
-"""The demux -> decode -> sample -> resize -> emit loop shared by the file and RTSP sources."""
+"""The demux -> decode -> sample -> resize -> emit loop shared by the file and RTSP sources.
+
+With zones (`sources[].zones`), each decoded frame becomes one Frame per view: the whole frame
+as stream `<id>` (if wanted) and each zone as stream `<id>/<zone>`, all with the same seq and
+times, from one decode and one conversion (`media.decode.FrameViews`). Per-stream counters
+(decode errors, late drops) are counted on every view stream, so each reads like a camera.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import av
 
-from media.decode import to_model_rgb
+from media.decode import FrameViews
 from media.sampling import FpsSampler
-from worker.config import SamplingConfig
-from worker.frames import Frame
+from media.zones import Zone
+from worker.config import SamplingConfig, zone_stream_id
+from worker.frames import Frame, KeyImage
 from worker.redact import redact_text
-from worker.sources.base import SourceContext
+from worker.sources.base import SourceContext, SourceMetrics
 
 log = logging.getLogger("vbw.source")
 
@@ -77,7 +84,12 @@ def open_error(e: BaseException) -> str:
 
 
 class AvStreamPump:
-    """Reads one opened container's first video stream until it ends, stalls or the pipeline stops."""
+    """Reads one opened container's first video stream until it ends, stalls or the pipeline stops.
+
+    `zones`: emit each zone as stream `<stream_id>/<name>`, and the whole frame as `stream_id`
+    only if `full_frame` (without zones the whole frame is the one view). `key_width`: give each
+    frame a `KeyImage` that wide, for snapshots (None: none).
+    """
 
     def __init__(
         self,
@@ -86,11 +98,34 @@ class AvStreamPump:
         next_seq: Callable[[], int],
         *,
         decode_threads: Literal["AUTO", "SLICE", "NONE"] = "AUTO",
+        zones: Sequence[Zone] = (),
+        full_frame: bool = False,
+        key_width: int | None = None,
     ):
         self.stream_id = stream_id
         self.sampling = sampling
         self.next_seq = next_seq
         self.decode_threads = decode_threads
+        self.zones = tuple(zones)
+        self.full_frame = full_frame or not self.zones
+        self.key_width = key_width
+        # One entry per view, in FrameViews' order: (stream id, zone outline for its key image).
+        self.views: list[tuple[str, tuple[tuple[float, float], ...] | None]] = (
+            [(stream_id, None)] if self.full_frame else []
+        ) + [(zone_stream_id(stream_id, z.name), z.points) for z in self.zones]
+        self._frame_views: FrameViews | None = None
+
+    @property
+    def stream_ids(self) -> list[str]:
+        """The streams this pump emits, whole frame first."""
+        return [sid for sid, _ in self.views]
+
+    def _views_for(self, size: tuple[int, int]) -> FrameViews:
+        fv = self._frame_views
+        if fv is None or fv.size != size:  # kept across connections: its swscale contexts stay warm
+            fv = FrameViews(size, self.zones, full_frame=self.full_frame, key_width=self.key_width)
+            self._frame_views = fv
+        return fv
 
     def pump(
         self,
@@ -103,7 +138,6 @@ class AvStreamPump:
         on_first_frame: Callable[[], None] | None = None,
         live_pts: LivePts | None = None,
     ) -> PumpResult:
-        sid = self.stream_id
         if not container.streams.video:
             return PumpResult("error", 0, pts_offset, "no video stream in the input")
         stream = container.streams.video[0]
@@ -112,7 +146,7 @@ class AvStreamPump:
         if self.sampling.keyframes_only:
             stream.codec_context.skip_frame = "NONKEY"  # the decoder never touches the rest
         sampler = FpsSampler(self.sampling.fps)
-        size = ctx.image_size
+        frame_views = self._views_for(ctx.image_size)
         metrics = ctx.metrics
         emitted, decoded, bad_run, last_pts = 0, 0, 0, pts_offset
         first_pts: float | None = None
@@ -129,7 +163,7 @@ class AvStreamPump:
                 try:
                     frames = packet.decode()
                 except av.FFmpegError as e:
-                    metrics.decode_error(sid)
+                    self._decode_error(metrics)
                     bad_run += 1
                     if bad_run >= MAX_BAD_PACKETS:
                         return PumpResult(
@@ -158,10 +192,11 @@ class AvStreamPump:
                         # A camera's buffer would have overflowed by now: the frame is lost, the
                         # seq gap closes the stream's windows.
                         self.next_seq()
-                        metrics.frame_dropped(sid, "late")
+                        for view_id, _ in self.views:
+                            metrics.frame_dropped(view_id, "late")
                         continue
                     t1 = time.perf_counter()
-                    image = to_model_rgb(frame, size)
+                    images, key = frame_views(frame)
                     metrics.stage_seconds("decode", t_decode + time.perf_counter() - t1)
                     t_decode = 0.0  # the packet's decode cost is counted once
                     capture = time.time()
@@ -171,16 +206,19 @@ class AvStreamPump:
                             return PumpResult("stopped", emitted, last_pts)
                         capture += delay  # when the camera would have captured it
                     last_pts = pts + pts_offset
-                    ctx.emit(Frame(sid, self.next_seq(), last_pts, capture, image))
+                    seq = self.next_seq()  # one seq for every view of the frame
+                    for (view_id, outline), image in zip(self.views, images, strict=True):
+                        k = None if key is None else KeyImage(key, outline)
+                        ctx.emit(Frame(view_id, seq, last_pts, capture, image, key_image=k))
                     emitted += 1
         except av.FFmpegError as e:
-            metrics.decode_error(sid)
+            self._decode_error(metrics)
             return PumpResult("error", emitted, last_pts, open_error(e))
         # A file cut short (moov at the front, data missing) ends "cleanly" in FFmpeg: compare
         # with the frame count its index declares.
         declared = stream.frames
         if declared and not self.sampling.keyframes_only and decoded < declared:
-            metrics.decode_error(sid)
+            self._decode_error(metrics)
             return PumpResult(
                 "error",
                 emitted,
@@ -188,6 +226,10 @@ class AvStreamPump:
                 f"input ends early: {decoded} of {declared} frames (truncated file?)",
             )
         return PumpResult("eos", emitted, last_pts)
+
+    def _decode_error(self, metrics: SourceMetrics) -> None:
+        for view_id, _ in self.views:
+            metrics.decode_error(view_id)
 
 
 def log_source_error(source_id: str, what: str, detail: str, level: int = logging.ERROR) -> None:

@@ -8,6 +8,9 @@ failed probe and every failed open are logged; the end of an outage is one line 
 
 The URL may hold credentials: it is used only to open the stream. Logs and metric labels use
 the configured stream id, and any error text goes through `redact_text`.
+
+With zones, one stream per zone (and the whole frame if wanted), all from one decode: see
+worker.sources.av_reader. Connection state (up, reconnects, resets) applies to every one of them.
 """
 
 from __future__ import annotations
@@ -66,7 +69,15 @@ class RtspSource(Source):
         # Clock-based start: seqs (and so window ids) of a camera never repeat across worker
         # restarts either, so a downstream dedup on window_id never merges two real windows.
         self._seq = itertools.count(time.time_ns() // 1000)
-        self._pump = AvStreamPump(sc.id, cfg.sampling_for(sc), self._seq.__next__, decode_threads="NONE")
+        self._pump = AvStreamPump(
+            sc.id,
+            cfg.sampling_for(sc),
+            self._seq.__next__,
+            decode_threads="NONE",
+            zones=[z.zone() for z in sc.zones],
+            full_frame=sc.full_frame,
+            key_width=cfg.key_width(),
+        )
         r = sc.reconnect
         self._policy = ReconnectPolicy(
             r.initial_s, r.max_s, r.multiplier, r.jitter, r.probe_interval_s, r.probe_for_s
@@ -82,6 +93,9 @@ class RtspSource(Source):
 
     def describe(self) -> str:
         return f"{self.id} ({redact_url(self._url)} over {self.cfg.transport})"
+
+    def stream_ids(self) -> list[str]:
+        return self._pump.stream_ids
 
     def _open(self) -> Any:
         sc = self.cfg
@@ -99,7 +113,8 @@ class RtspSource(Source):
         )
 
     def _on_first_frame(self, ctx: SourceContext) -> None:
-        ctx.metrics.stream_up(self.id, True)
+        for sid in self.stream_ids():
+            ctx.metrics.stream_up(sid, True)
         rec = self._policy.recovered(time.monotonic())
         if rec is not None:  # the one line that ends an outage
             if self._was_up:
@@ -113,7 +128,8 @@ class RtspSource(Source):
 
     def _retry(self, ctx: SourceContext, retry: Retry, detail: str, probe: bool) -> None:
         if retry.report:
-            ctx.metrics.decode_error(self.id)
+            for sid in self.stream_ids():
+                ctx.metrics.decode_error(sid)
             p = self._policy
             tail = f"retry in {retry.delay:.1f}s"
             if probe:  # the probes that follow are quiet: say how long they go on
@@ -126,7 +142,8 @@ class RtspSource(Source):
         first = True
         while not ctx.stopping():
             if not first:
-                ctx.metrics.reconnect(self.id)
+                for sid in self.stream_ids():
+                    ctx.metrics.reconnect(sid)
             first = False
             if self._address is not None and policy.probing(time.monotonic()):
                 why = tcp_probe(self._address, self.cfg.reconnect.probe_timeout_s)
@@ -147,11 +164,13 @@ class RtspSource(Source):
                     live_pts=self._pts,
                 )
             self._pts.gap()
-            ctx.metrics.stream_up(self.id, False)
+            for sid in self.stream_ids():
+                ctx.metrics.stream_up(sid, False)
             if res.ending == "stopped":
                 return
             # Whatever ended the connection, the next frame is not continuous with the last one.
-            ctx.stream_reset(self.id, "reconnect")
+            for sid in self.stream_ids():
+                ctx.stream_reset(sid, "reconnect")
             detail = res.error or ("end of stream" if res.ending == "eos" else res.ending)
             if policy.in_outage:  # it opened but gave no frame: a failed attempt, backed off
                 delay = policy.failed(time.monotonic(), reached=True).delay
