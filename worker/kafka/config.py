@@ -135,11 +135,16 @@ class KafkaSourceConfig(_Section):
 
 
 class KafkaSinkConfig(_Section):
-    """One output topic: labels (vbw.window/v1 JSON) or embeddings (raw little-endian floats)."""
+    """One output topic: labels (vbw.window/v1 JSON), embeddings (raw little-endian floats) or
+    events (vbw.event/v1 JSON)."""
 
     type: Literal["kafka"]
     topic: TopicName = Field(description="output topic; key = stream id")
-    payload: Literal["labels", "embeddings"] = Field("labels", description="what goes in the value")
+    payload: Literal["labels", "embeddings", "events"] = Field(
+        "labels",
+        description="what goes in the value: vbw.window/v1 labels, an embedding, or vbw.event/v1 segment events "
+        "(key = stream id)",
+    )
     dtype: Literal["float32", "float16"] = Field("float32", description="embedding element type")
     name: str | None = Field(None, description="label of vbw_published_total{topic}; null = the topic")
     producer: ProducerTuning = Field(default_factory=ProducerTuning, description="producer tuning")

@@ -1,0 +1,135 @@
+"""The `events:` config section: which labels make segments, and each label's hysteresis.
+
+    events:
+      labels: [move_left, move_right, grow]     # null = every label of the model except `none`
+      default: {on: 0.6, off: 0.4, k: 2, m: 2}  # every label of interest
+      rules:                                    # per label: only the keys that differ
+        grow: {on: 0.8, min_duration_s: 2}
+      changelog_topic: vbw.events.state         # required with a kafka source (docs/events.md)
+    sinks:
+      - {type: kafka, topic: vbw.events, payload: events}
+
+Events are made when a sink takes them (`payload: events`). This module is plugged into
+`worker.config` like `worker.kafka.config`, and imports nothing from it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from worker.kafka.config import TopicName
+
+#: the model's "nothing happens" label: never a label of interest unless named
+NONE_LABEL = "none"
+
+Score = Annotated[float, Field(ge=0, le=1)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class EventRule(_Section):
+    """Hysteresis of one label (worker.segmenter.Rule)."""
+
+    on: Score = Field(
+        0.6, description="a segment starts once the label's score is at or above this for k windows in a row"
+    )
+    off: Score = Field(0.4, description="and ends once it is below this for m windows in a row (off <= on)")
+    k: int = Field(2, ge=1, le=1000, description="windows at or above `on` that start a segment")
+    m: int = Field(2, ge=1, le=1000, description="windows below `off` that end it")
+    min_duration_s: float = Field(
+        0.0,
+        ge=0,
+        description="the start event waits until the segment has also lasted this long (stream time)",
+    )
+    update_every_s: float | None = Field(
+        None, gt=0, description="an update event this often while a segment lasts (stream time); null = none"
+    )
+
+    @model_validator(mode="after")
+    def _off_below_on(self) -> EventRule:
+        if self.off > self.on:
+            raise ValueError(f"off ({self.off}) must not be above on ({self.on})")
+        return self
+
+
+class EventRuleOverride(_Section):
+    """The keys of `events.default` that differ for one label."""
+
+    on: Score | None = None
+    off: Score | None = None
+    k: int | None = Field(None, ge=1, le=1000)
+    m: int | None = Field(None, ge=1, le=1000)
+    min_duration_s: float | None = Field(None, ge=0)
+    update_every_s: float | None = Field(None, gt=0)
+
+
+class EventsConfig(_Section):
+    """Segments and their start/update/end events (worker.segmenter, docs/events.md)."""
+
+    labels: list[str] | None = Field(
+        None,
+        description="labels of interest; null = every label of the model except `none` (checked against the "
+        "model at start)",
+    )
+    default: EventRule = Field(default_factory=EventRule, description="the rule of every label of interest")
+    rules: dict[str, EventRuleOverride] = Field(
+        default_factory=dict,
+        description="per label, the keys of `default` that differ, e.g. {grow: {on: 0.8}}",
+    )
+    changelog_topic: TopicName | None = Field(
+        None,
+        description="compacted topic keeping each stream's segment state, so open segments survive a crash; "
+        "required with a kafka source",
+    )
+    checkpoint_every: int = Field(
+        8,
+        ge=1,
+        le=10000,
+        description="while a segment is open, write its state at least every this many windows (bounds "
+        "what a restart re-reads)",
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> EventsConfig:
+        problems = []
+        if self.labels is not None:
+            dups = sorted({x for x in self.labels if self.labels.count(x) > 1})
+            if dups:
+                problems.append(f"labels: listed twice: {', '.join(dups)}")
+            unused = sorted(set(self.rules) - set(self.labels))
+            if unused:
+                problems.append(f"rules: not in labels: {', '.join(unused)}")
+        for label in sorted(self.rules):
+            try:
+                self.rule_for(label)
+            except ValueError as e:
+                problems.append(f"rules.{label}: {e}")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def rule_for(self, label: str) -> EventRule:
+        """`default` with the label's overrides (ValueError if they make off > on)."""
+        o = self.rules.get(label)
+        if o is None:
+            return self.default
+        merged = {**self.default.model_dump(), **o.model_dump(exclude_none=True)}
+        if merged["off"] > merged["on"]:
+            raise ValueError(f"off ({merged['off']}) must not be above on ({merged['on']})")
+        return EventRule.model_validate(merged)
+
+    def labels_of_interest(self, model_labels: list[str] | tuple[str, ...]) -> list[str]:
+        """In model order. Raises ValueError naming labels the model does not have."""
+        if self.labels is None:
+            return [lb for lb in model_labels if lb != NONE_LABEL]
+        unknown = [lb for lb in self.labels if lb not in model_labels]
+        if unknown:
+            raise ValueError(
+                f"events.labels: not labels of the model: {', '.join(unknown)} "
+                f"(it has {', '.join(model_labels)})"
+            )
+        return [lb for lb in model_labels if lb in self.labels]
