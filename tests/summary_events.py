@@ -34,20 +34,39 @@ class Seg:
 
 
 def event_doc(seg: Seg, kind: str, end: float, windows: int, snapshot: str | None) -> dict[str, Any]:
-    return {
-        "schema": "vbw.event/v1",
-        "event_id": f"{seg.name}-{kind}-{windows}",
-        "type": kind,
-        "stream": seg.stream,
-        "zone": seg.zone,
-        "label": seg.label,
-        "start_time": T0 + seg.start,
-        "end_time": T0 + end,
-        "peak_score": 0.9,
-        "mean_score": 0.8,
-        "windows": windows,
-        "snapshot": snapshot,
-    }
+    """One vbw.event/v1 document of the segment, built by the worker's own model."""
+    from worker.event_messages import EventMessage, event_id, segment_id, split_stream
+    from worker.messages import window_id
+
+    first = window_id(seg.stream, int(seg.start * 5), "0.1.0")
+    seg_id = segment_id(seg.stream, seg.label, first)
+    update = 0 if kind == "start" else 1
+    msg = EventMessage(
+        event_id=event_id(seg_id, kind, update),
+        segment_id=seg_id,
+        type=kind,
+        stream_id=seg.stream,
+        source_id=split_stream(seg.stream)[0],
+        zone=seg.zone,
+        label=seg.label,
+        start_time=T0 + seg.start,
+        end_time=T0 + end,
+        start_pts=seg.start,
+        end_pts=end,
+        start_seq=int(seg.start * 5),
+        end_seq=int(end * 5),
+        start_window_id=first,
+        windows=windows,
+        peak_score=0.9,
+        mean_score=0.8,
+        peak_time=T0 + seg.start + 1,
+        peak_window_id=first,
+        update=update,
+        end_reason="off" if kind == "end" else None,
+        snapshot=snapshot,
+        model={"name": "vbw-motion-small", "version": "0.1.0"},
+    )
+    return json.loads(msg.to_json())
 
 
 def messages(seg: Seg) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ from summary_events import T0, EventFixture, Seg, build_event_fixture, event_doc
 
 from vbw.cli import main as vbw
 from vbw.summary.inputs import InputError, read_jsonl
-from vbw.summary.segments import WHOLE_FRAME, BadEvent, camera_and_zone, fold, parse_event
+from vbw.summary.segments import WHOLE_FRAME, BadEvent, fold, parse_event
 from vbw.summary.snapshots import SnapshotLinker
 from vbw.summary.timeline import Geometry, assign_lanes, label_colors, tick_step, ticks, timeline_svg
 
@@ -69,31 +69,18 @@ def test_fold_is_independent_of_order_and_repeats(data: st.DataObject) -> None:
 
 def test_parse_event() -> None:
     doc = event_doc(SEGS[0], "start", 3, 2, None)
+    assert parse_event(doc, "x") is not None
     assert parse_event({"schema": "vbw.window/v1"}, "x") is None  # another schema: not an event
     for broken, why in [
-        ({k: v for k, v in doc.items() if k != "label"}, "no 'label'"),
-        ({**doc, "type": "begin"}, "type 'begin'"),
-        ({**doc, "windows": True}, "'windows' is bool"),
-        ({**doc, "start_time": "yesterday"}, "'start_time' is str"),
+        ({k: v for k, v in doc.items() if k != "label"}, "label: Field required"),
+        ({**doc, "type": "begin"}, "type: Input should be 'start', 'update' or 'end'"),
+        ({**doc, "windows": 0}, "windows: Input should be greater than or equal to 1"),
+        ({**doc, "start_time": "yesterday"}, "start_time: Input should be a valid number"),
         ([doc], "not a JSON object"),
     ]:
         with pytest.raises(BadEvent, match=re.escape(why)) as e:
             parse_event(broken, "events.jsonl:7")
         assert str(e.value).startswith("events.jsonl:7: ")
-
-
-@pytest.mark.parametrize(
-    ("stream", "zone", "want"),
-    [
-        ("cam1/door", "door", ("cam1", "door")),
-        ("cam1", "door", ("cam1", "door")),  # stream given without the zone suffix
-        ("cam1", None, ("cam1", WHOLE_FRAME)),
-        ("site/cam1", None, ("site/cam1", WHOLE_FRAME)),
-        ("/door", "door", ("/door", "door")),
-    ],
-)
-def test_camera_and_zone(stream: str, zone: str | None, want: tuple[str, str]) -> None:
-    assert camera_and_zone(stream, zone) == want
 
 
 def test_snapshot_links(tmp_path: Path) -> None:
@@ -112,6 +99,10 @@ def test_snapshot_links(tmp_path: Path) -> None:
     assert linker.src("cam1/gone.jpg") is None and "No such file" in linker.missing["cam1/gone.jpg"]
     assert linker.src("https://example.invalid/a.jpg") is None  # the page fetches nothing
     assert linker.missing["https://example.invalid/a.jpg"] == "not a local file"
+    # Only JPEGs are copied, and a relative reference stays inside the store.
+    (store / "cam1" / "notes.txt").write_text("secret")
+    assert linker.src("cam1/notes.txt") is None and linker.missing["cam1/notes.txt"].endswith("not a JPEG")
+    assert linker.src("../b.jpg") is None and "outside the snapshot directory" in linker.missing["../b.jpg"]
     inline = SnapshotLinker(store, out, inline=True).src("cam1/a.jpg")
     assert inline == "data:image/jpeg;base64,/9hqcGVnLWE="
 
@@ -227,7 +218,7 @@ def test_kafka_topic_gives_the_same_pages(tmp_path: Path) -> None:
         broker.create_topics({"vbw.events": 3})
         producer = KafkaProducer(bootstrap_servers=[broker.bootstrap])
         for line in lines:
-            producer.send("vbw.events", key=json.loads(line)["stream"].encode(), value=line.encode())
+            producer.send("vbw.events", key=json.loads(line)["stream_id"].encode(), value=line.encode())
         producer.flush(timeout=60)
         producer.close()
         common = ["--snapshots", str(fx.snapshots)]

@@ -1,10 +1,10 @@
 """Snapshot references -> what an <img> on the page points at.
 
-An event's `snapshot` is the snapshot store's reference of the peak window's key frame: a path
-relative to the store's directory, an absolute path or a `file://` URI. The page must open
-without the store and without a network, so each snapshot found is copied next to the pages
-(`snapshots/<digest>.jpg`, a relative link) or inlined as a data URI. A reference that cannot
-be read gives None, and the page shows a placeholder saying why.
+An event's `snapshot` is the reference worker/snapshots.py gives the peak window's key frame: a
+path relative to the store's directory, or a `file://` URI. The page must open without the store
+and without a network, so each snapshot found is copied next to the pages (`snapshots/<digest>.jpg`,
+a relative link) or inlined as a data URI. A reference that cannot be read, or names a file that
+is not a JPEG, gives None, and the page shows a placeholder saying why.
 """
 
 from __future__ import annotations
@@ -17,17 +17,23 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 SNAPSHOT_DIR = "snapshots"
+JPEG_MAGIC = b"\xff\xd8"
 
 
-def resolve(ref: str, root: Path) -> Path | None:
-    """The file a reference names, or None for a scheme that is not a local file."""
+def resolve(ref: str, root: Path) -> Path | str:
+    """The file a reference names (as worker.snapshots writes them), or why there is none."""
     parsed = urlparse(ref)
     if parsed.scheme == "file":
         return Path(unquote(parsed.path))
     if parsed.scheme and len(parsed.scheme) > 1:  # http:, s3:, ... (a one-letter one is a drive)
-        return None
+        return "not a local file"
     path = Path(ref)
-    return path if path.is_absolute() else root / path
+    if path.is_absolute():
+        return path
+    # A relative reference stays inside the store, as the store itself checks.
+    if not (root / path).resolve().is_relative_to(root.resolve()):
+        return f"outside the snapshot directory {root}"
+    return root / path
 
 
 @dataclass
@@ -48,13 +54,16 @@ class SnapshotLinker:
         if ref in self.missing:
             return None
         path = resolve(ref, self.root)
-        if path is None:
-            self.missing[ref] = "not a local file"
+        if isinstance(path, str):
+            self.missing[ref] = path
             return None
         try:
             data = path.read_bytes()
         except OSError as e:
             self.missing[ref] = f"{path}: {e.strerror or e}"
+            return None
+        if not data.startswith(JPEG_MAGIC):  # only pictures leave for the page, never another file
+            self.missing[ref] = f"{path}: not a JPEG"
             return None
         if self.inline:
             src = "data:image/jpeg;base64," + base64.b64encode(data).decode("ascii")
