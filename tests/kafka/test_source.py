@@ -307,7 +307,10 @@ def test_a_log_that_went_back_resets_the_partition_and_reads_on(broker):
     broker.create_topics({"frames": 1})
     produce(broker.bootstrap, "frames", frame_records("cam", 10, start=30))  # offsets 0..9 again
     wait_for(lambda: ctx.seen() == 40, timeout=60, what="the frames of the new log")
-    assert ("cam", "offset_reset") in ctx.resets
+    # Two paths, by timing: the consumer kept the partition and read below its position (the
+    # OffsetRegression resets the streams), or it rejoined while the topic did not exist yet, lost
+    # the partition (streams dropped) and got it back as new. Either way no window spans the logs.
+    assert ("cam", "offset_reset") in ctx.resets or ("cam",) in ctx.drops, (ctx.resets, ctx.drops)
     assert [f.seq for f in ctx.frames] == list(range(40))
     assert [f.source_ref[2] for f in ctx.frames[30:]] == list(range(10))
     wait_for(
