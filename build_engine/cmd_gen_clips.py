@@ -19,7 +19,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=180)
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--frames", type=int, default=80, help="frames per clip (80 = 3.2 s at 25 fps)")
-    parser.add_argument("--labels", help="comma-separated subset of labels (default: all)")
+    parser.add_argument(
+        "--labels",
+        help="comma-separated labels (default: the 8 motions); `none` is a static scene, "
+        "`none/FAMILY` one of the none families (media/clips.py)",
+    )
     parser.add_argument(
         "--sequence",
         help="one video of segments LABEL:SECONDS,... (e.g. move_left:6,grow:5) + a JSON timeline",
@@ -44,9 +48,11 @@ def run(args: argparse.Namespace) -> int:
     labels = clips.LABELS
     if args.labels:
         labels = tuple(lb.strip() for lb in args.labels.split(",") if lb.strip())
-        unknown = [lb for lb in labels if lb not in clips.LABELS]
-        if unknown:
-            return fail(f"unknown labels {unknown}; choose from {', '.join(clips.LABELS)}")
+        for lb in labels:
+            try:
+                clips.segment_kind(lb)
+            except ValueError as e:
+                return fail(str(e))
 
     if args.sequence or args.segments:
         if args.sequence and args.segments:

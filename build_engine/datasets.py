@@ -61,27 +61,41 @@ class GeneratedClips:
     seed: int | tuple[int, ...]  # batch i draws from numpy default_rng([*seed, i])
     num_frames: int = 16
     image_size: int = 64
-    labels: tuple[str, ...] = clips.LABELS
+    labels: tuple[str, ...] = clips.MODEL_LABELS
     fps_range: tuple[float, float] = ANALYSIS_FPS_RANGE
     augment: bool = True
+    # Share of each batch that is `none` (when it is a label): its content comes in several
+    # families (clips.NONE_FAMILIES), so it gets more than one motion's share.
+    none_share: float = 0.25
 
     def window(self, rng: np.random.Generator, label: str) -> np.ndarray:
         fps = float(rng.uniform(*self.fps_range))
         source = float(rng.choice([25.0, 25.0, 30.0, 0.0]))  # 0: a clip made natively at `fps`
         times = analysis_times(rng, self.num_frames, fps, source or None)
         aspect = float(rng.choice(ASPECTS))
-        params = clips.sample_params(label, rng)
+        times = times + rng.uniform(0, 30)
+        # A cut (a `none` family) falls between the window's first and last frames.
+        params = clips.sample_params(label, rng, span=(float(times[0]), float(times[-1])))
         s = self.image_size
-        frames = clips.render_frames(params, s, s, times + rng.uniform(0, 30), aspect=aspect)
+        frames = clips.render_frames(params, s, s, times, aspect=aspect)
         if self.augment:
             frames = augment_window(frames, rng)
         return frames
+
+    def batch_labels(self, batch_size: int) -> np.ndarray:
+        """Label indices of a batch, before shuffling: `none_share` none, the rest round robin."""
+        if clips.NONE not in self.labels or self.none_share <= 0:
+            return np.arange(batch_size) % len(self.labels)
+        n_none = min(batch_size, max(1, round(batch_size * self.none_share)))
+        others = np.array([i for i, lb in enumerate(self.labels) if lb != clips.NONE])
+        y = others[np.arange(batch_size - n_none) % len(others)]
+        return np.concatenate([y, np.full(n_none, self.labels.index(clips.NONE))])
 
     def batch(self, index: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
         """(uint8 [B, T, S, S, 3], int64 [B]) with labels balanced over the batch."""
         seeds = (self.seed,) if isinstance(self.seed, int) else tuple(self.seed)
         rng = np.random.default_rng([*seeds, index])
-        y = np.arange(batch_size) % len(self.labels)
+        y = self.batch_labels(batch_size)
         rng.shuffle(y)
         x = np.stack([self.window(rng, self.labels[i]) for i in y])
         return x, y.astype(np.int64)

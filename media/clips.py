@@ -1,13 +1,33 @@
-"""Synthetic motion clips: eight classes that only temporal order tells apart.
+"""Synthetic clips: eight motion classes that only temporal order tells apart, and `none`.
 
-Every class draws the same kinds of frames (one textured object over a static background with
-static distractors, camera noise); only how the object changes over time differs. Any single
-frame is equally likely under every class, so one frame cannot name the label.
+Every motion class draws the same kinds of frames (one textured object over a static background
+with static distractors, camera noise); only how the object changes over time differs. Any
+single frame is equally likely under every class, so one frame cannot name the label.
 
 All motion is periodic, so a label holds over a clip of any length: positions wrap around the
 frame (the object is drawn on a torus, half leaving one edge while it enters the other), sizes
 follow a sawtooth in log-size, angles turn forever. Speeds are per second, so a clip means the
 same thing at any frame rate.
+
+`none` is everything that is not one of the motions. Its content comes in families, drawn from
+the same scenes (backgrounds, objects, distractors, noise) as the motions:
+
+    family     used for    what changes
+    static     training    nothing: at most the incidental drift and wobble every class has
+    lighting   training    the whole scene's brightness fades or switches (all channels alike)
+    appear     training    the object fades or pops in and out where it is
+    recolor    training    the object changes colour where it is
+    sway       training    the object swings back and forth (x, y or angle), no net motion
+    cut        training    a scene cut inside the window (either side a motion or the above)
+    texture    evaluation  no object; a churning texture of gratings drifting every which way
+    crowd      evaluation  three to five objects at once, each with its own motion class
+    shake      evaluation  a still scene seen by a shaking camera (the whole picture jitters)
+    colour     evaluation  the light's colour swings warm to cool (channels in opposite ways)
+
+Training (`NONE_FAMILIES`) never draws the evaluation families (`OOD_FAMILIES`): `vbw eval`
+holds them out to measure how well the model rejects content of kinds it never saw. Families
+are periodic like the motions (fades, blinks and sways repeat), so a `none` stretch holds over a
+stream of any length; a cut happens once, at `cut_time`.
 
 Frames are rendered from continuous coordinates with analytic anti-aliasing (signed distance
 functions), so the same `ClipParams` render at 320x180 for a real video file or straight at
@@ -16,6 +36,7 @@ functions), so the same `ClipParams` render at 320x180 for a real video file or 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -34,7 +55,13 @@ LABELS: tuple[str, ...] = (
     "shrink",
     "rotate_cw",
     "rotate_ccw",
-)
+)  # the motions
+NONE = "none"
+MODEL_LABELS: tuple[str, ...] = (*LABELS, NONE)  # what the shipped model names
+NONE_FAMILIES: tuple[str, ...] = ("static", "lighting", "appear", "recolor", "sway", "cut")  # training
+OOD_FAMILIES: tuple[str, ...] = ("texture", "crowd", "shake", "colour")  # evaluation only
+# The families one side of a cut is drawn from (with the motions), and a sequence segment may name.
+SCENE_FAMILIES: tuple[str, ...] = ("static", "lighting", "appear", "recolor", "sway")
 SHAPES: tuple[str, ...] = ("triangle", "ell", "key", "pacman")
 
 # Object radius in frame heights; sizes of every class are log-uniform over this range.
@@ -83,6 +110,27 @@ class ClipParams:
     flicker: float  # per-frame brightness jitter (relative std)
     seed: int  # noise stream
     extra: dict = field(default_factory=dict, compare=False)
+    # --- `none` families (the defaults change nothing: a motion clip) --------------------------
+    family: str = ""  # the none family; "" for a motion
+    light_amp: tuple[float, float, float] = (0.0, 0.0, 0.0)  # log-gain amplitude per RGB channel
+    light_period: float = 0.0  # seconds; 0 = steady light
+    light_phase: float = 0.0  # fraction of a period
+    light_wave: str = "triangle"  # triangle: fades | square: switched
+    blink: str = ""  # "" | appear (object fades/pops in and out) | recolor (to blink_color and back)
+    blink_color: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    blink_period: float = 0.0
+    blink_phase: float = 0.0
+    blink_wave: str = "square"
+    sway: tuple[float, float, float] = (0.0, 0.0, 0.0)  # amplitude: x (widths), y (heights), angle
+    sway_period: float = 0.0
+    sway_phase: float = 0.0
+    shake_amp: float = 0.0  # camera shake, frame heights
+    shake: tuple[tuple[float, float, float], ...] = ()  # (Hz, x phase, y phase) per component
+    texture: tuple[tuple[float, float, float, float, float], ...] = ()  # (kx, ky, speed, phase, weight)
+    no_object: bool = False
+    crowd: tuple[ClipParams, ...] = ()  # more objects, each with its own motion
+    after: ClipParams | None = None  # the scene after a cut
+    cut_time: float = 0.0  # seconds; frames at or after it show `after`
 
 
 def _color(rng: np.random.Generator) -> tuple[float, float, float]:
@@ -98,10 +146,18 @@ def _contrasting(rng: np.random.Generator, against: tuple[float, ...]) -> tuple[
     return tuple(float(1.0 - a) for a in against)  # type: ignore[return-value]
 
 
-def sample_params(label: str, rng: np.random.Generator) -> ClipParams:
-    """Random appearance and motion for one clip of `label`."""
+def sample_params(
+    label: str, rng: np.random.Generator, family: str | None = None, span: tuple[float, float] = (0.0, 3.2)
+) -> ClipParams:
+    """Random appearance and motion for one clip of `label`.
+
+    For `none`, `family` picks the kind of content (default: one of the training families at
+    random) and `span` is the time range (seconds) a cut must fall into.
+    """
+    if label == NONE:
+        return sample_none(str(rng.choice(NONE_FAMILIES)) if family is None else family, rng, span)
     if label not in LABELS:
-        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(LABELS)}")
+        raise ValueError(f"unknown label {label!r}; expected one of {', '.join(MODEL_LABELS)}")
     bg_kind = str(rng.choice(["solid", "gradient", "blobs", "stripes"]))
     bg_colors = (_color(rng), _color(rng))
     gh, gw = int(rng.integers(2, 6)), int(rng.integers(2, 8))
@@ -168,6 +224,103 @@ def sample_params(label: str, rng: np.random.Generator) -> ClipParams:
     )
 
 
+def _still(p: ClipParams, rng: np.random.Generator, family: str) -> ClipParams:
+    """`p`'s scene without its labelled motion: still, or the incidental drift and wobble only."""
+    vx = vy = spin = 0.0
+    if rng.random() < 0.5:
+        vx, vy = (float(v) for v in rng.uniform(-DRIFT_MAX, DRIFT_MAX, 2))
+        spin = float(rng.uniform(-WOBBLE_MAX, WOBBLE_MAX))
+    return dataclasses.replace(p, label=NONE, family=family, vx=vx, vy=vy, grow=0.0, spin=spin)
+
+
+def _scene(rng: np.random.Generator) -> ClipParams:
+    """One side of a cut: a motion or a none scene, uniformly over the kinds."""
+    kinds = (*LABELS, *SCENE_FAMILIES)
+    kind = str(kinds[int(rng.integers(len(kinds)))])
+    return sample_params(kind, rng) if kind in LABELS else sample_none(kind, rng)
+
+
+def sample_none(family: str, rng: np.random.Generator, span: tuple[float, float] = (0.0, 3.2)) -> ClipParams:
+    """A clip of `none` content of one family (see the module docstring)."""
+    if family not in NONE_FAMILIES + OOD_FAMILIES:
+        raise ValueError(
+            f"unknown none family {family!r}; training: {', '.join(NONE_FAMILIES)}; "
+            f"evaluation: {', '.join(OOD_FAMILIES)}"
+        )
+    if family == "cut":
+        a, b = _scene(rng), _scene(rng)
+        lo, hi = span
+        # At least the first frame of the span before the cut and its last frame after it.
+        cut = lo + (hi - lo) * float(rng.uniform(0.03, 1.0))
+        return dataclasses.replace(a, label=NONE, family=family, after=b, cut_time=cut)
+    base = sample_params(LABELS[int(rng.integers(len(LABELS)))], rng)
+    if family == "crowd":  # the base object keeps its motion; 2-4 more, each another class
+        others = rng.choice([lb for lb in LABELS if lb != base.label], int(rng.integers(2, 5)), replace=False)
+        crowd = tuple(sample_params(str(lb), rng) for lb in others)
+        return dataclasses.replace(base, label=NONE, family=family, crowd=crowd)
+    p = _still(base, rng, family)
+    phase = float(rng.random())
+    if family == "lighting":
+        a = float(rng.uniform(0.12, 0.4)) * (1 if rng.random() < 0.5 else -1)
+        wave = "square" if rng.random() < 0.5 else "triangle"
+        # A period of at most 6 s: any 3.2 s window sees a switch or most of a fade.
+        period = float(rng.uniform(1.2, 6.0))
+        return dataclasses.replace(
+            p, light_amp=(a, a, a), light_period=period, light_phase=phase, light_wave=wave
+        )
+    if family == "colour":  # warm <-> cool: red and blue gains move in opposite directions
+        a = float(rng.uniform(0.15, 0.4)) * (1 if rng.random() < 0.5 else -1)
+        return dataclasses.replace(
+            p,
+            light_amp=(a, 0.2 * a, -a),
+            light_period=float(rng.uniform(2.0, 6.0)),
+            light_phase=phase,
+            light_wave="triangle",
+        )
+    if family in ("appear", "recolor"):
+        return dataclasses.replace(
+            p,
+            blink=family,
+            blink_color=_contrasting(rng, p.color),
+            blink_period=float(rng.uniform(1.2, 5.0)),
+            blink_phase=phase,
+            blink_wave="square" if rng.random() < 0.5 else "triangle",
+        )
+    if family == "sway":  # at least one whole swing per 3.2 s window
+        axis = int(rng.integers(3))
+        amp = [0.0, 0.0, 0.0]
+        amp[axis] = float(rng.uniform(20, 50) * math.pi / 180 if axis == 2 else rng.uniform(0.04, 0.12))
+        return dataclasses.replace(
+            p, sway=tuple(amp), sway_period=float(rng.uniform(1.5, 3.0)), sway_phase=phase
+        )  # type: ignore[arg-type]
+    if family == "shake":
+        parts = tuple(
+            (
+                float(rng.uniform(1.5, 8.0)),
+                float(rng.uniform(0, 2 * math.pi)),
+                float(rng.uniform(0, 2 * math.pi)),
+            )
+            for _ in range(3)
+        )
+        return dataclasses.replace(p, shake_amp=float(rng.uniform(0.015, 0.05)), shake=parts)
+    if family == "texture":
+        n = int(rng.integers(3, 6))
+        gratings = []
+        for _ in range(n):
+            k, th = float(rng.uniform(1.5, 5.0)), float(rng.uniform(0, 2 * math.pi))
+            gratings.append(
+                (
+                    k * math.cos(th),
+                    k * math.sin(th),
+                    float(rng.uniform(0.1, 0.4)),  # heights per second along the grating's normal
+                    float(rng.uniform(0, 2 * math.pi)),
+                    float(rng.uniform(0.5, 1.0)),
+                )
+            )
+        return dataclasses.replace(p, bg_kind="texture", texture=tuple(gratings), no_object=True)
+    return p  # static
+
+
 # --- signed distance functions, in object units (radius 1); negative inside ---------------------
 
 
@@ -217,12 +370,19 @@ def _coverage(sd_world: np.ndarray, aa: float) -> np.ndarray:
     return np.clip(0.5 - sd_world / aa, 0.0, 1.0)
 
 
-def _background(p: ClipParams, xs: np.ndarray, ys: np.ndarray, aspect: float) -> np.ndarray:
-    """Static background [H, W, 3] with distractors drawn in."""
+def _background(p: ClipParams, xs: np.ndarray, ys: np.ndarray, aspect: float, t: float = 0.0) -> np.ndarray:
+    """Background [H, W, 3] at time `t` (only a texture changes) with distractors drawn in."""
     h, w = ys.shape[0], xs.shape[1]
     c0, c1 = np.asarray(p.bg_colors[0], np.float32), np.asarray(p.bg_colors[1], np.float32)
     u, v = xs / aspect, ys  # normalised 0..1
-    if p.bg_kind == "solid":
+    if p.bg_kind == "texture":  # gratings drifting each its own way: churning, no net motion
+        s = sum(
+            wt * np.sin(2 * math.pi * (kx * xs + ky * v - math.hypot(kx, ky) * speed * t) + ph)
+            for kx, ky, speed, ph, wt in p.texture
+        )
+        mix = 0.5 + 0.5 * np.tanh(1.5 * np.asarray(s, np.float32))
+        bg = c0 + (c1 - c0) * mix[..., None]
+    elif p.bg_kind == "solid":
         bg = np.broadcast_to(c0, (h, w, 3)).copy()
     elif p.bg_kind == "gradient":
         s = (u - 0.5) * math.cos(p.bg_angle) + (v - 0.5) * math.sin(p.bg_angle) + 0.5
@@ -262,7 +422,40 @@ def object_state(p: ClipParams, times: np.ndarray) -> tuple[np.ndarray, np.ndarr
     lo, span = math.log(SIZE_MIN), math.log(SIZE_MAX / SIZE_MIN)
     size = np.exp(lo + (math.log(p.size0) - lo + p.grow * t) % span)
     angle = p.angle0 + p.spin * t
+    if p.sway_period > 0:
+        swing = _wave(t, p.sway_period, p.sway_phase, "sine")
+        x = (x + p.sway[0] * swing) % 1.0
+        y = (y + p.sway[1] * swing) % 1.0
+        angle = angle + p.sway[2] * swing
     return x, y, size, angle
+
+
+def _wave(t: np.ndarray, period: float, phase: float, kind: str) -> np.ndarray:
+    """A periodic wave in [-1, 1]: triangle (fades), square (switches) or sine (swings)."""
+    u = np.asarray(t, np.float64) / period + phase
+    if kind == "square":
+        return np.where(u % 1.0 < 0.5, 1.0, -1.0)
+    if kind == "triangle":
+        return 1.0 - 4.0 * np.abs(u % 1.0 - 0.5)
+    return np.sin(2 * math.pi * u)
+
+
+def light_gain(p: ClipParams, times: np.ndarray) -> np.ndarray | None:
+    """Per-frame, per-channel light gain [K, 3], or None under steady light."""
+    if p.light_period <= 0:
+        return None
+    return np.exp(np.outer(_wave(times, p.light_period, p.light_phase, p.light_wave), p.light_amp))
+
+
+def camera_offset(p: ClipParams, times: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Camera shake (x, y) in frame heights per frame, or None for a still camera."""
+    if p.shake_amp <= 0 or not p.shake:
+        return None
+    t = np.asarray(times, np.float64)
+    norm = p.shake_amp / math.sqrt(len(p.shake) / 2)
+    ox = norm * sum(np.sin(2 * math.pi * f * t + px) for f, px, _ in p.shake)
+    oy = norm * sum(np.sin(2 * math.pi * f * t + py) for f, _, py in p.shake)
+    return np.asarray(ox), np.asarray(oy)
 
 
 def render_frames(
@@ -275,40 +468,44 @@ def render_frames(
     """
     aspect = float(width / height if aspect is None else aspect)
     times = np.asarray(times, np.float64)
+    if p.after is not None:  # a cut: each side renders as its own clip
+        later = times >= p.cut_time
+        out = np.empty((len(times), height, width, 3), np.uint8)
+        if (~later).any():
+            out[~later] = render_frames(
+                dataclasses.replace(p, after=None), width, height, times[~later], aspect
+            )
+        if later.any():
+            out[later] = render_frames(p.after, width, height, times[later], aspect)
+        return out
     k = len(times)
     xs = ((np.arange(width, dtype=np.float32) + 0.5) / width * aspect)[None, :]
     ys = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
-    bg = _background(p, xs, ys, aspect)
-
-    cx, cy, size, angle = object_state(p, times)
+    shake = camera_offset(p, times)
     f32 = np.float32
-    dx = _wrap(xs[None] - (cx * aspect).astype(f32)[:, None, None], aspect)  # [K, 1, W]
-    dy = _wrap(ys[None] - cy.astype(f32)[:, None, None], 1.0)  # [K, H, 1]
-    s = size.astype(f32)[:, None, None]
-    ca, sa = np.cos(angle).astype(f32)[:, None, None], np.sin(angle).astype(f32)[:, None, None]
-    lx = (dx * ca + dy * sa) / s
-    ly = (-dx * sa + dy * ca) / s
+    # The background is drawn once, or per frame when the camera shakes or a texture churns.
+    if shake is None and p.bg_kind != "texture":
+        bg = _background(p, xs, ys, aspect)
+    else:
+        ox, oy = shake if shake is not None else (np.zeros(k), np.zeros(k))
+        bg = np.stack(
+            [_background(p, xs + f32(ox[i]), ys + f32(oy[i]), aspect, float(times[i])) for i in range(k)]
+        )
     aa = max(aspect / width, 1.0 / height)  # one pixel, in frame heights
-    cov = _coverage(_sd_shape(p.shape, lx, ly) * s, aa)  # [K, H, W]
-    stripes = None
-    if p.stripe_freq > 0:
-        stripes = np.clip(0.5 + 2.0 * np.sin(2 * math.pi * p.stripe_freq * lx), 0, 1)
-    # Noise is keyed by the first frame's time, so a long clip rendered chunk by chunk gets fresh
-    # noise per chunk and the same pixels on every run.
-    rng = np.random.default_rng([p.seed, round(float(times[0]) * 1e6) if k else 0])
-    gain = (255.0 * (1 + p.flicker * rng.standard_normal(k))).astype(f32)[:, None, None]
     # Channel-first while compositing: contiguous [K, H, W] planes are several times faster in
     # numpy than broadcasting over a trailing channel axis, and these arrays are the clip's size.
     img = np.empty((3, k, height, width), f32)
     for c in range(3):
-        obj = f32(p.color[c])
-        if stripes is not None:
-            obj = obj + (f32(p.stripe_color[c]) - obj) * stripes
-        plane = img[c]
-        np.subtract(obj, bg[:, :, c], out=plane)
-        plane *= cov
-        plane += bg[:, :, c]
-        plane *= gain
+        img[c] = bg[..., c]
+    for obj in () if p.no_object else (p, *p.crowd):
+        _draw_object(img, obj, xs, ys, times, aspect, aa, shake)
+    # Noise is keyed by the first frame's time, so a long clip rendered chunk by chunk gets fresh
+    # noise per chunk and the same pixels on every run.
+    rng = np.random.default_rng([p.seed, round(float(times[0]) * 1e6) if k else 0])
+    gain = (255.0 * (1 + p.flicker * rng.standard_normal(k))).astype(f32)[:, None, None]
+    light = light_gain(p, times)
+    for c in range(3):
+        img[c] *= gain if light is None else gain * light[:, c].astype(f32)[:, None, None]
     img += f32(0.5)
     if p.noise_std > 0:
         # White noise averages down when a big frame shrinks to model size: scale it so the
@@ -321,6 +518,50 @@ def render_frames(
         img += noise
     np.clip(img, 0, 255, out=img)
     return np.ascontiguousarray(np.moveaxis(img.astype(np.uint8), 0, -1))
+
+
+def _draw_object(
+    img: np.ndarray,
+    p: ClipParams,
+    xs: np.ndarray,
+    ys: np.ndarray,
+    times: np.ndarray,
+    aspect: float,
+    aa: float,
+    shake: tuple[np.ndarray, np.ndarray] | None,
+) -> None:
+    """Composite `p`'s object over the channel-first frames img [3, K, H, W], in place."""
+    f32 = np.float32
+    cx, cy, size, angle = object_state(p, times)
+    px, py = xs[None], ys[None]  # [1, 1, W], [1, H, 1]
+    if shake is not None:  # the whole world moves against the camera
+        px = px + shake[0].astype(f32)[:, None, None]
+        py = py + shake[1].astype(f32)[:, None, None]
+    dx = _wrap(px - (cx * aspect).astype(f32)[:, None, None], aspect)  # [K, 1, W]
+    dy = _wrap(py - cy.astype(f32)[:, None, None], 1.0)  # [K, H, 1]
+    s = size.astype(f32)[:, None, None]
+    ca, sa = np.cos(angle).astype(f32)[:, None, None], np.sin(angle).astype(f32)[:, None, None]
+    lx = (dx * ca + dy * sa) / s
+    ly = (-dx * sa + dy * ca) / s
+    cov = _coverage(_sd_shape(p.shape, lx, ly) * s, aa)  # [K, H, W]
+    stripes = None
+    if p.stripe_freq > 0:
+        stripes = np.clip(0.5 + 2.0 * np.sin(2 * math.pi * p.stripe_freq * lx), 0, 1)
+    blink = None
+    if p.blink and p.blink_period > 0:  # 0..1: how far into its other state the object is
+        blink = (0.5 + 0.5 * _wave(times, p.blink_period, p.blink_phase, p.blink_wave)).astype(f32)
+        if p.blink == "appear":
+            cov = cov * (1 - blink)[:, None, None]
+    for c in range(3):
+        obj = f32(p.color[c])
+        if stripes is not None:
+            obj = obj + (f32(p.stripe_color[c]) - obj) * stripes
+        if blink is not None and p.blink == "recolor":
+            obj = obj + (f32(p.blink_color[c]) - obj) * blink[:, None, None]
+        plane = img[c]
+        mix = obj - plane
+        mix *= cov
+        plane += mix
 
 
 CHUNK_FRAMES = 50  # frames rendered at once: bounds memory for minute-long clips
@@ -441,6 +682,13 @@ def clip_rng(seed: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, index])
 
 
+def family_rng(seed: int, family: str, index: int) -> np.random.Generator:
+    """Clip `index` of a none family's set (`vbw eval`): each family its own stream, so two
+    families' clip i do not share a scene."""
+    families = (*NONE_FAMILIES, *OOD_FAMILIES)
+    return np.random.default_rng([seed, 0x4E4F4E45, families.index(family), index])
+
+
 def generate_dataset(
     out_dir: str | Path,
     n: int,
@@ -453,33 +701,52 @@ def generate_dataset(
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> list[dict]:
     """Write `n` mp4 clips (labels balanced, round robin) and labels.jsonl; return the records.
+    Labels are motions, `none` or `none/FAMILY` (`segment_kind`); a `none` record names its family.
     `progress` wraps the clip indices (a progress bar: the caller's, so media needs no tqdm)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for i in progress(range(n)) if progress else range(n):
-        label = labels[i % len(labels)]
-        params = sample_params(label, clip_rng(seed, i))
+        label, family = segment_kind(labels[i % len(labels)])
+        rng = clip_rng(seed, i)
+        params = sample_params(label, rng) if family is None else sample_none(family, rng)
         name = f"clip_{i:05d}.mp4"
         write_mp4(iter_clip_frames(params, width, height, num_frames, fps), out / name, fps)
-        records.append({"file": name, "label": label})
+        records.append({"file": name, "label": label, **({"family": family} if family else {})})
     with (out / "labels.jsonl").open("w") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
     return records
 
 
+def segment_kind(label: str) -> tuple[str, str | None]:
+    """A sequence segment's label: a motion, `none` (a static scene) or `none/FAMILY`.
+
+    Returns (label, none family or None). A cut needs no family: segments are cut apart anyway.
+    """
+    base, _, family = label.partition("/")
+    if base in LABELS and not family:
+        return base, None
+    families = (*SCENE_FAMILIES, *OOD_FAMILIES)
+    if base == NONE and (family or "static") in families:
+        return NONE, family or "static"
+    raise ValueError(
+        f"unknown label {label!r}; expected one of {', '.join(LABELS)}, "
+        f"{NONE} or {NONE}/FAMILY ({', '.join(families)})"
+    )
+
+
 def parse_sequence(spec: str) -> list[tuple[str, float]]:
-    """'move_left:6,grow:4.5' -> [('move_left', 6.0), ('grow', 4.5)]."""
+    """'move_left:6,none/lighting:5,grow:4.5' -> [('move_left', 6.0), ('none/lighting', 5.0), ...]."""
     segments = []
     for part in spec.split(","):
         label, sep, secs = part.strip().partition(":")
         if not sep:
             raise ValueError(f"segment {part!r}: expected LABEL:SECONDS")
-        if label not in LABELS:
-            raise ValueError(
-                f"segment {part!r}: unknown label {label!r}; expected one of {', '.join(LABELS)}"
-            )
+        try:
+            segment_kind(label)
+        except ValueError as e:
+            raise ValueError(f"segment {part!r}: {e}") from None
         try:
             seconds = float(secs)
         except ValueError:
@@ -509,21 +776,26 @@ def write_sequence(
 ) -> dict:
     """One video of consecutive labelled segments (a scene cut between them) + `<path>.json`.
 
-    The timeline gives each segment's [start, end) in seconds and in frame numbers.
+    Labels are motions, `none` (a static scene) or `none/FAMILY` (see `segment_kind`). The
+    timeline gives each segment's label, [start, end) in seconds and in frame numbers, and for
+    `none` segments their family.
     """
     timeline, plan, frame = [], [], 0
-    for i, (label, seconds) in enumerate(segments):
+    for i, (spec, seconds) in enumerate(segments):
+        label, family = segment_kind(spec)
         n = max(1, round(seconds * fps))
-        plan.append((sample_params(label, clip_rng(seed, i)), n))
-        timeline.append(
-            {
-                "label": label,
-                "start": frame / fps,
-                "end": (frame + n) / fps,
-                "start_frame": frame,
-                "end_frame": frame + n,
-            }
-        )
+        rng = clip_rng(seed, i)
+        plan.append((sample_params(label, rng) if family is None else sample_none(family, rng), n))
+        seg = {
+            "label": label,
+            "start": frame / fps,
+            "end": (frame + n) / fps,
+            "start_frame": frame,
+            "end_frame": frame + n,
+        }
+        if family is not None:
+            seg["family"] = family
+        timeline.append(seg)
         frame += n
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,7 +37,13 @@ def test_generated_batches_are_indexed() -> None:
     x1, y1 = g.batch(5, 8)
     x2, y2 = g.batch(5, 8)
     assert x1.shape == (8, 16, 64, 64, 3) and np.array_equal(x1, x2) and np.array_equal(y1, y2)
-    assert sorted(y1.tolist()) == list(range(8))  # balanced
+    assert g.labels == clips.MODEL_LABELS
+    none = clips.MODEL_LABELS.index(clips.NONE)
+    assert sorted(y1.tolist()) == [0, 1, 2, 3, 4, 5, none, none]  # a quarter none, motions round robin
+    _, y32 = g.batch(0, 32)
+    assert np.bincount(y32, minlength=9).tolist() == [3] * 8 + [8]
+    motions_only = GeneratedClips(seed=3, labels=clips.LABELS)
+    assert sorted(motions_only.batch(5, 8)[1].tolist()) == list(range(8))  # balanced
 
 
 def test_gen_clips_writes_identical_video_for_a_seed(tmp_path: Path) -> None:
@@ -149,6 +155,105 @@ def test_single_frame_statistics_do_not_name_the_class() -> None:
         lo, hi = math.log(clips.SIZE_MIN), math.log(clips.SIZE_MAX)
         assert abs(np.mean(sizes) - (lo + hi) / 2) < 0.06, label
         assert abs(np.mean(xs) - 0.5) < 0.06, label
+
+
+def _family_draws(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [clips.sample_params(clips.NONE, rng).family for _ in range(n)]
+
+
+def test_none_families_train_and_held_out_are_apart() -> None:
+    assert not set(clips.NONE_FAMILIES) & set(clips.OOD_FAMILIES)
+    assert set(clips.SCENE_FAMILIES) <= set(clips.NONE_FAMILIES)
+    # `none` without a family draws only the training families, each of them.
+    assert set(_family_draws(300, 0)) == set(clips.NONE_FAMILIES)
+    # The training data never holds a held-out family, in any side of a cut either.
+    g = GeneratedClips(seed=4)
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        p = clips.sample_params(clips.NONE, rng, span=(0.0, 3.0))
+        for q in (p, p.after):
+            if q is not None:
+                assert q.family in ("", *clips.NONE_FAMILIES) and not q.crowd and not q.shake_amp
+                assert q.bg_kind != "texture" and len(set(q.light_amp)) == 1
+    assert g.labels[-1] == clips.NONE
+    with pytest.raises(ValueError, match="unknown none family"):
+        clips.sample_none("fireworks", rng)
+
+
+@pytest.mark.parametrize("family", clips.NONE_FAMILIES + clips.OOD_FAMILIES)
+def test_none_families_render_deterministically(family: str) -> None:
+    p = clips.sample_none(family, clips.family_rng(3, family, 0), span=(0.0, 3.0))
+    a = clips.render_frames(p, 64, 64, np.arange(16) * 0.2, aspect=16 / 9)
+    b = clips.render_frames(p, 64, 64, np.arange(16) * 0.2, aspect=16 / 9)
+    assert a.shape == (16, 64, 64, 3) and a.dtype == np.uint8 and np.array_equal(a, b)
+    assert p.label == clips.NONE and p.family == family
+    other = clips.sample_none(family, clips.family_rng(3, family, 1), span=(0.0, 3.0))
+    assert not np.array_equal(a, clips.render_frames(other, 64, 64, np.arange(16) * 0.2, aspect=16 / 9))
+
+
+def _quiet(p: clips.ClipParams) -> clips.ClipParams:
+    return dataclasses.replace(p, noise_std=0.0, flicker=0.0)
+
+
+def test_static_scenes_do_not_move_and_lighting_changes_only_brightness() -> None:
+    t = np.arange(16) * 0.2
+    for i in range(6):
+        p = _quiet(clips.sample_none("static", clips.family_rng(1, "static", i)))
+        assert p.grow == 0 and abs(p.vx) <= clips.DRIFT_MAX and abs(p.spin) <= clips.WOBBLE_MAX
+        frames = clips.render_frames(p, 64, 64, t).astype(int)
+        # At most the incidental drift: a few pixels in 3 s, never a labelled motion.
+        assert np.abs(frames[-1] - frames[0]).mean() < 8
+        lit = _quiet(clips.sample_none("lighting", clips.family_rng(1, "lighting", i)))
+        gains = clips.light_gain(lit, t)
+        assert gains is not None and np.ptp(gains) > 0.1  # the light changes within the window
+        assert np.allclose(gains[:, 0], gains[:, 2])  # all channels alike: training's lighting
+        steady = clips.render_frames(dataclasses.replace(lit, light_period=0.0), 64, 64, t)
+        # The same picture in another light: its channels scale, pixels do not move.
+        lit_frames = clips.render_frames(lit, 64, 64, t).astype(float)
+        ratio = (lit_frames + 1) / (steady.astype(float) + 1)
+        unclipped = (lit_frames < 250) & (steady < 250) & (steady > 40)
+        per_frame = [np.median(ratio[k][unclipped[k]]) for k in range(16)]
+        assert np.allclose(per_frame, gains[:, 0], rtol=0.05)
+    colour = clips.sample_none("colour", clips.family_rng(1, "colour", 0))
+    g = clips.light_gain(colour, t)
+    assert g is not None and np.all(np.sign(np.log(g[:, 0])) == -np.sign(np.log(g[:, 2])))
+
+
+def test_a_cut_shows_one_scene_then_the_other() -> None:
+    t = np.arange(16) * 0.2
+    p = clips.sample_none("cut", clips.family_rng(2, "cut", 0), span=(0.0, 3.0))
+    assert p.after is not None and 0.0 < p.cut_time <= 3.0
+    # Without noise (drawn per render call, so per side of the cut) the pixels must be each side's.
+    p = dataclasses.replace(_quiet(p), after=_quiet(p.after))
+    frames = clips.render_frames(p, 64, 64, t)
+    before = clips.render_frames(dataclasses.replace(p, after=None), 64, 64, t)
+    after = clips.render_frames(p.after, 64, 64, t)
+    later = t >= p.cut_time
+    assert later.any() and (~later).any()
+    assert np.array_equal(frames[~later], before[~later])
+    assert np.array_equal(frames[later], after[later])
+    assert np.abs(before[later].astype(int) - after[later].astype(int)).mean() > 10  # another scene
+
+
+def test_sequence_with_none_segments(tmp_path: Path) -> None:
+    doc = clips.write_sequence(
+        tmp_path / "s.mp4",
+        [("none", 1.0), ("move_left", 1.0), ("none/sway", 1.0)],
+        seed=3,
+        width=64,
+        height=36,
+    )
+    assert [(s["label"], s.get("family")) for s in doc["segments"]] == [
+        ("none", "static"),
+        ("move_left", None),
+        ("none", "sway"),
+    ]
+    assert len(list(decode_file(tmp_path / "s.mp4", (36, 64)))) == 75
+    assert clips.parse_sequence("none:2,none/texture:1.5") == [("none", 2.0), ("none/texture", 1.5)]
+    for bad in ("none/cut:2", "none/fireworks:2", "jump:1"):
+        with pytest.raises(ValueError, match="unknown label"):
+            clips.parse_sequence(bad)
 
 
 def test_sequence_video_and_timeline(tmp_path: Path) -> None:
