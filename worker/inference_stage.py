@@ -17,6 +17,11 @@ stream has left (or was dropped), so each stream's windows leave in the order th
 Frames with a `source_ref` take part in delivery bookkeeping: the output says which refs gained
 a holder (a frame entering its window buffer, each window that used it) and which ones each
 stream's window buffer let go of. The caller applies holds, then releases, then publishes.
+
+With an `EventStage` (sinks with `payload: events`), each window leaving the gate also goes
+through the stream's segmenter, and stream breaks (resets, engine errors, shutdown, revokes)
+pass through the gate as markers, behind the stream's windows cut before them. The output then
+carries `EventBatch`es (events, segment checkpoints) and the segmenter's extra holds.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 
@@ -33,6 +39,7 @@ from contracts.types import SourceRef
 from engines.base import Engine
 from worker.batcher import Batcher
 from worker.config import BatchingConfig, WindowsConfig
+from worker.events import EventBatch, EventStage
 from worker.frames import Frame, KeyImage, Window
 from worker.messages import LabelScore, ModelRef, WindowMessage
 from worker.metrics import Metrics
@@ -63,13 +70,24 @@ class DropStreams:
 Control = StreamReset | DropStreams
 
 
+@dataclass(frozen=True, slots=True)
+class _Break:
+    """A stream break on its way through the order gate, for the segmenter: `close` ends open
+    segments; `drop` forgets them (revoke) and lets go of their extra holds; `suspend` forgets
+    them and keeps the holds (a replaying source's shutdown: the next run restores and replays)."""
+
+    stream_id: str
+    kind: Literal["close", "drop", "suspend"]
+
+
 @dataclass(slots=True)
 class StageOutput:
-    """What one call produced. Apply `held`, then `released`, then publish `results`."""
+    """What one call produced. Apply `held`, then `released`, then publish `results` and `events`."""
 
     results: list[WindowResult] = field(default_factory=list)
     held: list[SourceRef] = field(default_factory=list)  # one hold per entry
     released: list[tuple[str, list[SourceRef]]] = field(default_factory=list)  # (stream, refs)
+    events: list[EventBatch] = field(default_factory=list)  # segment events and checkpoints
 
 
 class StreamOrder:
@@ -78,7 +96,7 @@ class StreamOrder:
     def __init__(self) -> None:
         self._issued: dict[str, int] = {}  # next ticket per stream
         self._due: dict[str, int] = {}  # oldest ticket not yet out
-        self._done: dict[str, dict[int, WindowResult | None]] = {}
+        self._done: dict[str, dict[int, WindowResult | _Break | None]] = {}
 
     def __len__(self) -> int:
         """Tickets issued and not yet out."""
@@ -90,11 +108,13 @@ class StreamOrder:
         self._due.setdefault(stream_id, 0)
         return t
 
-    def settle(self, stream_id: str, ticket: int, result: WindowResult | None) -> list[WindowResult]:
+    def settle(
+        self, stream_id: str, ticket: int, result: WindowResult | _Break | None
+    ) -> list[WindowResult | _Break]:
         """The window of `ticket` is done (None: dropped). Returns what may leave now, in order."""
         done = self._done.setdefault(stream_id, {})
         done[ticket] = result
-        out: list[WindowResult] = []
+        out: list[WindowResult | _Break] = []
         due = self._due[stream_id]
         while due in done:
             r = done.pop(due)
@@ -120,9 +140,11 @@ class InferenceStage:
         top_k: int,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        events: EventStage | None = None,
     ):
         info = engine.metadata
         self.engine = engine
+        self.events = events
         self.metrics = metrics
         self.worker_id = worker_id
         self.window_size = windows.size or info.num_frames
@@ -186,6 +208,7 @@ class InferenceStage:
             if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
                 step.released.clear()
             self._apply_step(sid, step, out)
+            self._break(sid, "close" if emit else "suspend", out)
         for batch in self._windows.flush():
             self._encode_windows(batch, out)
         return out
@@ -213,6 +236,7 @@ class InferenceStage:
             if a is not None:
                 self._apply_step(item.stream_id, a.close(item.reason, item.emit_partial), out)
             self._keys.pop(item.stream_id, None)
+            self._break(item.stream_id, "close", out)
         else:
             for sid in item.stream_ids:
                 self._keys.pop(sid, None)
@@ -220,6 +244,7 @@ class InferenceStage:
                 if a is not None:
                     self._apply_step(sid, a.drop(), out)
                     log.info("stream %s: window state dropped (%s)", sid, item.reason)
+                self._break(sid, "drop", out)
 
     def _encode_frames(self, batch: list[Frame], out: StageOutput) -> None:
         """Features and tokens of a batch of frames (both once per frame), into the windows."""
@@ -238,6 +263,7 @@ class InferenceStage:
                 a = self._assemblers.get(f.stream_id)
                 if a is not None:
                     self._apply_step(f.stream_id, a.close("engine_error"), out)
+                    self._break(f.stream_id, "close", out)
             return
         self.metrics.stage_seconds("encode_frames", time.perf_counter() - t0)
         for f, feat, token in zip(batch, feats, tokens, strict=True):
@@ -278,7 +304,7 @@ class InferenceStage:
             log.error("encode_windows failed on %d windows: %s: %s", len(batch), type(e).__name__, e)
             self.metrics.windows_dropped.labels("engine_error").inc(len(batch))
             for ticket, w in batch:
-                out.results.extend(self._order.settle(w.stream_id, ticket, None))
+                self._leave(self._order.settle(w.stream_id, ticket, None), out)
             return
         self.metrics.stage_seconds("encode_windows", time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch))
@@ -298,7 +324,37 @@ class InferenceStage:
                     out.released.append((w.stream_id, list(w.source_refs)))
                 result = None
             w.features = w.tokens = None  # the sinks do not need them; free the memory early
-            out.results.extend(self._order.settle(w.stream_id, ticket, result))
+            self._leave(self._order.settle(w.stream_id, ticket, result), out)
+
+    # -- leaving the gate -----------------------------------------------------------------------
+    def _break(self, stream_id: str, kind: Literal["close", "drop", "suspend"], out: StageOutput) -> None:
+        """A break of the stream, behind its windows cut so far (only the segmenter needs it)."""
+        if self.events is not None:
+            self._leave(
+                self._order.settle(stream_id, self._order.ticket(stream_id), _Break(stream_id, kind)), out
+            )
+
+    def _leave(self, items: list[WindowResult | _Break], out: StageOutput) -> None:
+        """Windows and breaks out of the gate, in each stream's order: results, and the segmenter."""
+        ev = self.events
+        for item in items:
+            if isinstance(item, _Break):
+                assert ev is not None
+                if item.kind == "close":
+                    batch = ev.close(item.stream_id)
+                    if batch is not None:
+                        out.events.append(batch)
+                else:
+                    refs = ev.drop(item.stream_id)
+                    if refs and item.kind == "drop":
+                        out.released.append((item.stream_id, refs))
+                continue
+            out.results.append(item)
+            if ev is not None:
+                batch, holds = ev.window(item)
+                out.held.extend(holds)
+                if batch is not None:
+                    out.events.append(batch)
 
     def _message(self, w: Window, scores: np.ndarray, wall: float, produced: datetime) -> WindowMessage:
         top = np.argsort(-scores, kind="stable")[: self._top_k]

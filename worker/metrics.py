@@ -39,6 +39,7 @@ WINDOW_CLOSE_REASONS = (
     "shutdown",
 )
 PARTIAL_POLICIES = ("padded", "emitted")
+EVENT_TYPES = ("start", "update", "end")
 
 
 class Metrics:
@@ -146,6 +147,16 @@ class Metrics:
             "vbw_publish_errors_total", "Windows a sink failed to deliver", ["topic"], registry=r
         )
         self.engine_info = Info("vbw_engine", "The loaded model and runtime", registry=r)
+        # Segments (worker.events): events made, by type, and segments open now.
+        self.events = Counter(
+            "vbw_events_total",
+            "Segment events made, by stream, label and type (start|update|end)",
+            ["stream", "label", "type"],
+            registry=r,
+        )
+        self.segments_open = Gauge(
+            "vbw_segments_open", "Segments open now (started, not yet ended)", ["stream", "label"], registry=r
+        )
 
     def stream(self, stream_id: str) -> str:
         return stream_id if self.per_stream_labels else ALL_STREAMS
@@ -172,6 +183,13 @@ class Metrics:
             self.stream_up_g.labels(ALL_STREAMS).set(1 if all(self._up.values()) else 0)
         self.streams_known.set(len(self._up))
         self.streams_up.set(sum(self._up.values()))
+
+    def register_events(self, stream_id: str, label: str) -> None:
+        """The stream's event series of one label of interest at 0 (events panel, open segments)."""
+        s = self.stream(stream_id)
+        for kind in EVENT_TYPES:
+            self.events.labels(s, label, kind)
+        self.segments_open.labels(s, label)
 
     def register_dead_letters(self, topics: Iterable[str], reasons: Iterable[str]) -> None:
         """Kafka source: vbw_kafka_dead_letters_total at 0 for each input topic and reason, so the

@@ -8,6 +8,10 @@
 - One thread per source (`Source.run(ctx)`), one inference thread that owns the engine, one sink
   thread, and the HTTP thread for /metrics, /healthz, /readyz; the runtime spawns, watches and
   joins them, handles signals, and starts the engine (`worker.engine_start`) before the sources.
+- Segment events (sinks with `payload: events`): the inference thread's `EventStage` turns the
+  windows into `EventBatch`es that follow the windows on result_q; the sink thread publishes
+  their events to the event sinks and, through the ledger's `pump`, saves segment state to the
+  changelog (worker.kafka.changelog) once the events are acked. docs/events.md.
 - Backpressure: the queues are bounded. A live source's frame is dropped at `frame_q` when it is
   full (counted, before it enters a window); other sources block, or pause themselves on
   `ctx.congested()`. A slow sink fills `result_q`, which stalls inference, which fills `frame_q`.
@@ -35,7 +39,9 @@ from engines.base import Engine
 from worker.config import VbwConfig
 from worker.delivery import DeliveryLedger
 from worker.engine_start import start_engine
-from worker.frames import Frame
+from worker.event_messages import EventModelRef
+from worker.events import EventBatch, EventStage, resolve_rules
+from worker.frames import Frame, Window
 from worker.health import Health
 from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
 from worker.metrics import Metrics
@@ -147,6 +153,12 @@ class Pipeline:
         self.sources: list[Source] = []
         self.sinks: list[Sink] = []
         self.engine: Engine | None = None
+        # segment events (only with a sink that takes them)
+        self._window_sinks: list[Sink] = []
+        self._event_sinks: list[Sink] = []
+        self.events: EventStage | None = None
+        self._changelog: Any = None  # worker.kafka.changelog.ChangelogStore, with a kafka source
+        self._snapshots: Any = None  # worker.snapshots.SnapshotStore, with snapshots.enabled
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -203,12 +215,69 @@ class Pipeline:
                 sink.open()
             except Exception as e:
                 raise StartupError(f"sink {sink.name}: {e}") from None
+        self._window_sinks = [s for s in self.sinks if not s.takes_events]
+        self._event_sinks = [s for s in self.sinks if s.takes_events]
+        if self._event_sinks:
+            self.events = self._event_stage()
 
         self.runtime.spawn("sink", self._sink_loop, required=True)
         self.runtime.spawn("inference", self._inference_loop, required=True)
         for s in self.sources:
             self.runtime.start_source(s, _SourceCtx(self, s))
             log.info("source %s started", s.describe())
+
+    def _event_stage(self) -> EventStage:
+        """The segmenter, its state store (with a kafka source) and snapshots."""
+        assert self.engine is not None
+        cfg, info = self.cfg, self.engine.metadata
+        try:
+            rules = resolve_rules(cfg.events, info.labels)
+        except ValueError as e:
+            raise StartupError(str(e)) from None
+        if cfg.events.changelog_topic and any(s.type == "kafka" for s in cfg.sources):
+            from worker.kafka.changelog import ChangelogStore
+
+            self._changelog = ChangelogStore(cfg.events.changelog_topic, cfg.kafka)
+            try:
+                self._changelog.open()
+            except Exception as e:
+                raise StartupError(f"events changelog {cfg.events.changelog_topic}: {e}") from None
+        if cfg.snapshots.enabled:
+            from worker.snapshots import SnapshotStore
+
+            self._snapshots = SnapshotStore.from_config(cfg.snapshots)
+        for s in self.sources:
+            for sid in s.stream_ids():
+                for label in rules:
+                    self.metrics.register_events(sid, label)
+        log.info(
+            "events: %s to %s", ", ".join(rules) or "no label", ", ".join(s.name for s in self._event_sinks)
+        )
+        return EventStage(
+            rules,
+            info.labels,
+            size=cfg.windows.size or info.num_frames,
+            stride=cfg.windows.stride,
+            max_gap=cfg.windows.max_gap,
+            model=EventModelRef(name=info.name, version=info.version),
+            metrics=self.metrics,
+            store=self._changelog,
+            snapshot=self._save_snapshot if self._snapshots is not None else None,
+            checkpoint_every=cfg.events.checkpoint_every,
+        )
+
+    def _save_snapshot(self, stream_id: str, window: Window) -> str | None:
+        """The segmenter's hook, when a segment's peak window changes (inference thread): the
+        reference names the window, so a replay refers to the same file."""
+        if window.key_image is None:
+            return None
+        from worker.snapshots import SnapshotError
+
+        try:
+            return self._snapshots.save(stream_id, window.window_id, window.key_image)
+        except SnapshotError as e:  # the event goes out without one
+            log.warning("%s", e)
+            return None
 
     # -- sources --------------------------------------------------------------------------------
     def _register_stream(self, stream_id: str, ctx: _SourceCtx) -> None:
@@ -229,6 +298,7 @@ class Pipeline:
             metrics=self.metrics,
             worker_id=self.worker_id,
             top_k=cfg.engine.top_k,
+            events=self.events,
         )
         fq = self._frame_q
         stopping = False
@@ -256,6 +326,8 @@ class Pipeline:
             self._ledger.release(sid, refs)
         for r in out.results:
             self._put_result(r)
+        for b in out.events:
+            self._put_result(b)
 
     def _emit_partial_on_stop(self, stream_id: str) -> bool:
         ctx = self._ctx_of(stream_id)
@@ -287,29 +359,57 @@ class Pipeline:
                 item = None
             if item is _STOP:
                 break
-            if item is not None:
-                self._ledger.publish(item, self.sinks)
+            if isinstance(item, EventBatch):
+                self._ledger.publish_events(item, self._event_sinks)
+            elif item is not None:
+                self._ledger.publish(item, self._window_sinks)
+            if self.events is not None:
+                self._ledger.pump(self._changelog)
             now = time.monotonic()
             if item is None or now - last_poll >= _IDLE_S:
                 last_poll = now
-                for sink in self.sinks:
+                for sink in self._polled():
                     try:
                         sink.poll()
                     except Exception as e:
                         log.error("sink %s poll failed: %s: %s", sink.name, type(e).__name__, e)
+                if self._snapshots is not None:
+                    self._snapshots.tick()
         self.health.unwatch("sink")
         # Flush and close here: every sink call happens on this thread (kafka-python producers
-        # are thread-safe, but a sink need not be).
+        # are thread-safe, but a sink need not be). Events first, then the segment state they
+        # make due, then the changelog.
         for sink in self.sinks:
             try:
                 if not sink.flush(self.runtime.remaining()):
                     self._sinks_ok = False
                     log.error("sink %s: windows still unacked at the end of the grace", sink.name)
+            except Exception as e:
+                self._sinks_ok = False
+                log.error("sink %s: flush failed: %s: %s", sink.name, type(e).__name__, e)
+        if self.events is not None:
+            self._flush_changelog()
+        for sink in self._polled():
+            try:
                 sink.close()
             except Exception as e:
                 self._sinks_ok = False
                 log.error("sink %s: close failed: %s: %s", sink.name, type(e).__name__, e)
         self.runtime.drained.set()
+
+    def _polled(self) -> list[Any]:
+        """What the sink thread polls and closes: the sinks, and the changelog's producer."""
+        return [*self.sinks, *([self._changelog] if self._changelog is not None else [])]
+
+    def _flush_changelog(self) -> None:
+        """Shutdown: write the checkpoints the last acks made due, and wait for their acks."""
+        store = self._changelog
+        while self._ledger.pump(store) and self.runtime.remaining() > 0:
+            if store is not None:
+                store.flush(self.runtime.remaining())
+        if store is not None and not store.flush(self.runtime.remaining()):
+            self._sinks_ok = False
+            log.error("events changelog %s: segment state still unacked at the end of the grace", store.topic)
 
     # -- shutdown -------------------------------------------------------------------------------
     _sinks_ok = True  # the sink thread clears it when a sink could not flush or close

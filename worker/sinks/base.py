@@ -23,6 +23,8 @@ Contract, for anyone adding a sink (the Kafka labels and embeddings sinks are tw
   passes; it returns True if nothing is left pending. `close()` releases the resources.
 - `name` labels the sink's `vbw_published_total{topic}` / `vbw_publish_errors_total{topic}`
   (for Kafka: the topic; for JSONL: "jsonl" or the configured name).
+- Event sinks (`payload: events`, `takes_events`) get `publish_event(event, done)` instead of
+  `publish`, under the same contract: one `vbw.event/v1` message each, `done` exactly once.
 
 Validation: a sink only ever sees valid windows. The `WindowMessage` checks itself when built
 (finite numbers, RFC 3339 time, UTF-8: whatever `schemas/vbw.window.v1.json` rejects) and
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from contracts.types import DeliveryCallback
+from worker.event_messages import EventMessage
 from worker.frames import Window
 from worker.messages import WindowMessage, problems
 
@@ -72,6 +75,8 @@ class WindowResult:
 class Sink(ABC):
     #: label value of vbw_published_total{topic=...}
     name: str
+    #: publishes vbw.event/v1 segment events (`publish_event`) instead of windows (`payload: events`)
+    takes_events: bool = False
 
     def open(self) -> None:  # noqa: B027 - optional hook
         """Connect / open files. Called once at start-up; raise with a clear message on failure."""
@@ -79,6 +84,10 @@ class Sink(ABC):
     @abstractmethod
     def publish(self, result: WindowResult, done: DeliveryCallback) -> None:
         """Send one window; call `done` exactly once when it is acked or has failed for good."""
+
+    def publish_event(self, event: EventMessage, done: DeliveryCallback) -> None:
+        """Send one segment event (sinks with `takes_events`); the same contract as `publish`."""
+        raise NotImplementedError(f"sink {self.name} does not publish events")
 
     def poll(self) -> None:  # noqa: B027 - optional hook
         """Idle hook, called from the sink thread at least every 100 ms."""

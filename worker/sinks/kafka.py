@@ -1,4 +1,5 @@
-"""Output topics: labels (one `vbw.window/v1` JSON document per window) and embeddings.
+"""Output topics: labels (one `vbw.window/v1` JSON document per window), embeddings, and events
+(one `vbw.event/v1` JSON document per segment event, `payload: events`).
 
 Both are keyed by stream id (a stream's windows stay in order on one partition) and carry the
 window id in a `window_id` header, so a consumer can join the two topics and drop the repeats
@@ -8,10 +9,13 @@ readable with `numpy.frombuffer(value, dtype=headers["dtype"])`; `dim` says how 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 
 from contracts.types import DeliveryCallback, Headers
 from worker.config import VbwConfig
+from worker.event_messages import EventMessage
 from worker.kafka.config import KafkaConnectionConfig, KafkaSinkConfig
 from worker.kafka.producer import ResilientProducer
 from worker.sinks.base import Sink, WindowResult
@@ -45,18 +49,35 @@ def embedding_record(result: WindowResult, dtype: str = "float32") -> tuple[byte
     return msg.stream_id.encode(), vec.tobytes(), headers
 
 
+def event_record(event: EventMessage, worker: str, produced_at: str) -> tuple[bytes, bytes, Headers]:
+    """Key = stream id; the value is the same bytes on every repeat, who and when are headers."""
+    headers = [
+        ("event_id", event.event_id.encode()),
+        ("vbw-event-id", event.event_id.encode()),
+        ("content-type", b"application/json"),
+        ("vbw-schema", event.schema_.encode()),
+        ("vbw-worker", worker.encode()),
+        ("vbw-produced-at", produced_at.encode()),
+    ]
+    return event.stream_id.encode(), event.to_json().encode(), headers
+
+
 class KafkaTopicSink(Sink):
     """One output topic on its own resilient producer (rebuilt and resent after a fatal state)."""
 
-    def __init__(self, cfg: KafkaSinkConfig, connection: KafkaConnectionConfig) -> None:
+    def __init__(
+        self, cfg: KafkaSinkConfig, connection: KafkaConnectionConfig, worker_id: str = "vbw"
+    ) -> None:
         self.cfg = cfg
         self.connection = connection
         self.name = cfg.sink_name
+        self.takes_events = cfg.payload == "events"
+        self.worker_id = worker_id
         self.producer: ResilientProducer | None = None
 
     @classmethod
     def from_config(cls, sc: KafkaSinkConfig, cfg: VbwConfig) -> KafkaTopicSink:
-        return cls(sc, cfg.kafka)  # always there: the section has defaults
+        return cls(sc, cfg.kafka, cfg.worker_id())  # always there: the section has defaults
 
     def open(self) -> None:
         self.producer = ResilientProducer(self.connection, self.cfg.producer, name=self.name)
@@ -68,6 +89,12 @@ class KafkaTopicSink(Sink):
             key, value, headers = labels_record(result)
         else:
             key, value, headers = embedding_record(result, self.cfg.dtype)
+        self.producer.send(self.cfg.topic, key, value, headers, done)
+
+    def publish_event(self, event: EventMessage, done: DeliveryCallback) -> None:
+        assert self.producer is not None, "open() first"
+        produced = datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        key, value, headers = event_record(event, self.worker_id, produced)
         self.producer.send(self.cfg.topic, key, value, headers, done)
 
     def poll(self) -> None:

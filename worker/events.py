@@ -1,0 +1,313 @@
+"""Segment events from windows, at least once: the inference side of docs/events.md. Pure.
+
+`EventStage` runs in the inference thread, on each window as it leaves the per-stream order
+gate (windows in start order), and on the gate's stream breaks. Per stream it keeps a
+`worker.segmenter.StreamSegmenter` and turns its segment events into `vbw.event/v1` messages.
+What it hands on is an `EventBatch` per window or break that made events, or whose segment
+state must be saved, to be published by `worker.delivery.DeliveryLedger.publish_events`.
+
+Crash safety for sources that replay (Kafka; their windows carry source refs):
+
+- A stream's segment state is saved as a `Checkpoint` (the segmenter's JSON and the position of
+  its last window) to a `StateStore` (a compacted changelog topic), only after every event up to
+  it was acked by every event sink (the ledger sees to that).
+- A window that changed the state or made events ("dirty") holds its frames once more, until a
+  checkpoint at or after it is acked, so the consumer's commit point cannot pass it before. A
+  window that found the stream idle and left it idle holds nothing extra: replaying it or not
+  changes nothing.
+- A checkpoint is due when a batch has events, when the stream went back to idle, and after
+  `checkpoint_every` dirty windows (bounding what a restart re-reads while a segment is open).
+- On the first window of a stream after a start or a revoke, the stage restores the stream's
+  latest checkpoint; windows at or before its position are replays of applied windows: skipped.
+
+Sources that do not replay (files, cameras) get events only: no checkpoints, no extra holds.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from contracts.types import TP, DeliveryCallback, SourceRef
+from worker.event_messages import (
+    SCORE_DIGITS,
+    EventMessage,
+    EventModelRef,
+    event_id,
+    segment_id,
+    split_stream,
+)
+from worker.events_config import EventsConfig
+from worker.frames import Window
+from worker.metrics import Metrics
+from worker.segmenter import Rule, SegmentEvent, StreamSegmenter, WindowView
+from worker.sinks.base import WindowResult
+
+log = logging.getLogger("vbw.events")
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A stream's segment state after the window at `position` (start_seq, closes since)."""
+
+    stream_id: str
+    frames: TP  # where the stream's frames come from (topic, partition)
+    position: tuple[int, int]
+    state: dict[str, Any]
+
+    def to_doc(self) -> dict[str, Any]:
+        return {
+            "v": CHECKPOINT_VERSION,
+            "stream_id": self.stream_id,
+            "frames": list(self.frames),
+            "position": list(self.position),
+            "state": self.state,
+        }
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Checkpoint:
+        if doc.get("v") != CHECKPOINT_VERSION:
+            raise ValueError(f"checkpoint version {doc.get('v')!r}, expected {CHECKPOINT_VERSION}")
+        topic, partition = doc["frames"]
+        seq, closes = doc["position"]
+        return cls(str(doc["stream_id"]), (str(topic), int(partition)), (int(seq), int(closes)), doc["state"])
+
+
+@dataclass(slots=True)
+class EventBatch:
+    """What one window or break of one stream produced: publish `events` to every event sink;
+    once all are acked (and every earlier batch of the stream's), write `checkpoint`; once that
+    is acked, release `cover` (one hold of each ref)."""
+
+    stream_id: str
+    events: list[EventMessage] = field(default_factory=list)
+    checkpoint: Checkpoint | None = None
+    cover: list[SourceRef] = field(default_factory=list)
+
+
+class StateStore(Protocol):
+    """Where checkpoints live (worker.kafka.changelog.ChangelogStore; MemoryStateStore in tests)."""
+
+    def restore(self, stream_id: str, frames: TP, fresh: bool) -> Checkpoint | None:
+        """The stream's latest checkpoint (inference thread). `fresh`: read the store again, the
+        stream's partition has just been assigned; otherwise what was read then may serve."""
+        ...
+
+    def write(self, checkpoint: Checkpoint, done: DeliveryCallback) -> None:
+        """Save one checkpoint (sink thread); `done` once, when acked or failed for good."""
+        ...
+
+
+class MemoryStateStore:
+    """A StateStore in a dict, acking at once: tests, and the model of the changelog's contract."""
+
+    def __init__(self) -> None:
+        self.saved: dict[str, Checkpoint] = {}
+        self.writes = 0
+
+    def restore(self, stream_id: str, frames: TP, fresh: bool) -> Checkpoint | None:
+        return self.saved.get(stream_id)
+
+    def write(self, checkpoint: Checkpoint, done: DeliveryCallback) -> None:
+        self.writes += 1
+        old = self.saved.get(checkpoint.stream_id)
+        if old is None or checkpoint.position >= old.position:  # the latest position wins
+            self.saved[checkpoint.stream_id] = checkpoint
+        done(None)
+
+
+def resolve_rules(cfg: EventsConfig, model_labels: Sequence[str]) -> dict[str, Rule]:
+    """Labels of interest (model order) -> their rules. ValueError names unknown labels."""
+    out = {}
+    for label in cfg.labels_of_interest(list(model_labels)):
+        r = cfg.rule_for(label)
+        out[label] = Rule(r.on, r.off, r.k, r.m, r.min_duration_s, r.update_every_s)
+    return out
+
+
+def window_view(w: Window, scores: Mapping[str, float]) -> WindowView:
+    """A window as the segmenter sees it: times of its centre (its capture_time is its newest
+    frame's; the pts span says how far back its first frame is)."""
+    half = (w.end_pts - w.start_pts) / 2.0
+    return WindowView(
+        window_id=w.window_id,
+        start_seq=w.start_seq,
+        end_seq=w.end_seq,
+        time=w.capture_time - half,
+        pts=w.start_pts + half,
+        scores=scores,
+        payload=w,
+    )
+
+
+@dataclass(slots=True)
+class _Stream:
+    seg: StreamSegmenter
+    frames: TP | None = None  # set for streams whose windows carry source refs
+    cover: list[SourceRef] = field(default_factory=list)  # refs of dirty windows since the last checkpoint
+    dirty: int = 0  # dirty windows since the last checkpoint
+
+
+class EventStage:
+    def __init__(
+        self,
+        rules: Mapping[str, Rule],
+        model_labels: Sequence[str],
+        *,
+        size: int,
+        stride: int,
+        max_gap: int,
+        model: EventModelRef,
+        metrics: Metrics,
+        store: StateStore | None = None,
+        snapshot: Callable[[str, Window], str | None] | None = None,
+        checkpoint_every: int = 8,
+    ) -> None:
+        self.rules = dict(rules)
+        self._index = {label: model_labels.index(label) for label in self.rules}
+        self.size, self.stride, self.max_gap = size, stride, max_gap
+        self.model = model
+        self.metrics = metrics
+        self.store = store
+        self._snapshot = snapshot
+        self.checkpoint_every = checkpoint_every
+        self._streams: dict[str, _Stream] = {}
+        self._seen: set[TP] = set()  # partitions restored since they were (re)assigned
+        self.skipped = 0  # replayed windows already in a restored state
+
+    # -- per window, per break ----------------------------------------------------------------
+    def window(self, result: WindowResult) -> tuple[EventBatch | None, list[SourceRef]]:
+        """A window leaving the order gate -> (what to publish, refs to hold once more)."""
+        w = result.window
+        st = self._stream(w)
+        scores = {label: float(result.scores[i]) for label, i in self._index.items()}
+        view = window_view(w, scores)
+        if st.seg.applied(view):
+            self.skipped += 1
+            return None, []
+        was_idle = st.seg.idle
+        events = st.seg.apply(view)
+        messages = self._messages(w.stream_id, events)
+        if st.frames is None or self.store is None:  # nothing replays this stream
+            return (EventBatch(w.stream_id, messages) if messages else None), []
+        if not messages and was_idle and st.seg.idle:
+            return None, []  # clean: a replay from any idle state does the same (nothing)
+        st.cover.extend(w.source_refs)
+        st.dirty += 1
+        if messages or st.seg.idle or st.dirty >= self.checkpoint_every:
+            return self._checkpointed(w.stream_id, st, messages), list(w.source_refs)
+        return None, list(w.source_refs)
+
+    def close(self, stream_id: str) -> EventBatch | None:
+        """The stream broke (reset, end of stream, engine error, shutdown): open segments end."""
+        st = self._streams.get(stream_id)
+        if st is None or st.seg.idle:
+            return None
+        messages = self._messages(stream_id, st.seg.close())
+        if st.frames is None or self.store is None:
+            return EventBatch(stream_id, messages) if messages else None
+        return self._checkpointed(stream_id, st, messages)
+
+    def drop(self, stream_id: str) -> list[SourceRef]:
+        """Forget the stream without events (Kafka revoke, or a Kafka source's shutdown): its next
+        owner, or the next run, restores the last checkpoint and replays. Returns the extra holds
+        to let go of."""
+        st = self._streams.pop(stream_id, None)
+        if st is None:
+            return []
+        for label in st.seg.open_labels():
+            self.metrics.segments_open.labels(self.metrics.stream(stream_id), label).dec()
+        if st.frames is not None:
+            self._seen.discard(st.frames)
+        return st.cover
+
+    def streams(self) -> list[str]:
+        return list(self._streams)
+
+    # -- internals --------------------------------------------------------------------------------
+    def _stream(self, w: Window) -> _Stream:
+        st = self._streams.get(w.stream_id)
+        if st is not None:
+            return st
+        snap = self._snapshot
+        seg = StreamSegmenter(
+            self.rules,
+            size=self.size,
+            stride=self.stride,
+            max_gap=self.max_gap,
+            snapshot=(lambda v, sid=w.stream_id: snap(sid, v.payload)) if snap is not None else None,
+        )
+        st = self._streams[w.stream_id] = _Stream(seg)
+        for label in self.rules:
+            self.metrics.register_events(w.stream_id, label)
+        if w.source_refs and self.store is not None:
+            topic, partition, _ = w.source_refs[0]
+            st.frames = (topic, partition)
+            fresh = st.frames not in self._seen
+            self._seen.add(st.frames)
+            ck = self.store.restore(w.stream_id, st.frames, fresh)
+            if ck is not None:
+                seg.load(ck.state)
+                for label in seg.open_labels():
+                    self.metrics.segments_open.labels(self.metrics.stream(w.stream_id), label).inc()
+                log.info(
+                    "stream %s: segment state restored at seq %d (open: %s)",
+                    w.stream_id,
+                    ck.position[0],
+                    ", ".join(seg.open_labels()) or "none",
+                )
+        return st
+
+    def _checkpointed(self, stream_id: str, st: _Stream, messages: list[EventMessage]) -> EventBatch:
+        assert st.frames is not None
+        ck = Checkpoint(stream_id, st.frames, st.seg.position(), st.seg.to_dict())
+        batch = EventBatch(stream_id, messages, ck, st.cover)
+        st.cover, st.dirty = [], 0
+        return batch
+
+    def _messages(self, stream_id: str, events: list[SegmentEvent]) -> list[EventMessage]:
+        out = []
+        m = self.metrics
+        label_stream = m.stream(stream_id)
+        for e in events:
+            out.append(event_message(stream_id, e, self.model))
+            m.events.labels(label_stream, e.label, e.type).inc()
+            if e.type == "start":
+                m.segments_open.labels(label_stream, e.label).inc()
+            elif e.type == "end":
+                m.segments_open.labels(label_stream, e.label).dec()
+        return out
+
+
+def event_message(stream_id: str, e: SegmentEvent, model: EventModelRef) -> EventMessage:
+    seg = segment_id(stream_id, e.label, e.first.window_id)
+    source, zone = split_stream(stream_id)
+    return EventMessage(
+        event_id=event_id(seg, e.type, e.update),
+        segment_id=seg,
+        type=e.type,
+        stream_id=stream_id,
+        source_id=source,
+        zone=zone,
+        label=e.label,
+        start_time=e.first.time,
+        end_time=e.last.time,
+        start_pts=e.first.pts,
+        end_pts=e.last.pts,
+        start_seq=e.first.start_seq,
+        end_seq=e.last.end_seq,
+        start_window_id=e.first.window_id,
+        windows=e.count,
+        peak_score=round(e.peak, SCORE_DIGITS),
+        mean_score=round(e.mean, SCORE_DIGITS),
+        peak_time=e.peak_at.time,
+        peak_window_id=e.peak_at.window_id,
+        update=e.update,
+        end_reason=e.reason,  # type: ignore[arg-type]
+        snapshot=e.snapshot,
+        model=model,
+    )
