@@ -328,6 +328,75 @@ def build() -> dict[str, Any]:
         w=24,
     )
 
+    # Segments and their events (worker/segmenter.py, vbw.event/v1): one series per stream and
+    # label of interest, at 0 from the stream's start, so a quiet camera reads 0, not "No data".
+    L.row("Events")
+    events = f"vbw_events_total{{{STREAM}"
+    L.add(
+        timeseries(
+            "Segments started by label and stream",
+            [
+                target(
+                    f'60 * sum by (stream, label) (rate({events}, type="start"}}{RATE}))',
+                    "{{stream}} {{label}}",
+                )
+            ],
+            "opm",
+            "Start events per minute: a label held long enough (events.default/rules: on, k, "
+            "min_duration_s) in a stream or zone (cam1/door).",
+        ),
+        w=12,
+    )
+    L.add(
+        timeseries(
+            "Events by type",
+            [target(f"60 * sum by (type) (rate({events}}}{RATE}))", "{{type}}")],
+            "opm",
+            "Events per minute published to the event sinks, by type: start, update (periodic, "
+            "events update_every_s), end.",
+        ),
+        w=12,
+    )
+    L.add(
+        timeseries(
+            "Open segments",
+            [target(f"sum by (stream, label) (vbw_segments_open{{{STREAM}}})", "{{stream}} {{label}}")],
+            "none",
+            "Segments started and not yet ended, per stream and label: what is going on now. One "
+            "that stays open for hours is a label stuck above its off-threshold.",
+            custom={"drawStyle": "line", "lineInterpolation": "stepAfter"},
+        ),
+        w=12,
+    )
+    L.add(
+        {
+            "type": "table",
+            "title": "Segments started in the time range",
+            "description": "Start events per stream and label over the dashboard's time range "
+            "(`vbw summarize` draws them, with snapshots).",
+            "targets": [
+                target(
+                    f'sum by (stream, label) (increase({events}, type="start"}}[$__range]))',
+                    format="table",
+                    instant=True,
+                )
+            ],
+            "transformations": [
+                {
+                    "id": "organize",
+                    "options": {
+                        "excludeByName": {"Time": True},
+                        "indexByName": {"stream": 0, "label": 1, "Value": 2},
+                        "renameByName": {"Value": "segments"},
+                    },
+                }
+            ],
+            "fieldConfig": {"defaults": {"decimals": 0}, "overrides": []},
+            "options": {"showHeader": True, "sortBy": [{"displayName": "segments", "desc": True}]},
+        },
+        w=12,
+    )
+
     L.row("Kafka")
     L.add(
         timeseries(

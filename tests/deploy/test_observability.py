@@ -49,7 +49,8 @@ FILE_POD, KAFKA_POD, INGEST_POD = "vbw-file-0", "vbw-worker-0", "vbw-ingest-0"
 FRAMES, LABELS, EMBEDDINGS, DLQ = "vbw.frames", "vbw.labels", "vbw.embeddings", "vbw.frames.dlq"
 GROUP = "vbw-workers"  # the group the alert VbwConsumerLagUnattended names
 # Grafana's variables set to "All": for parsing, and for the queries against the real Prometheus.
-VARIABLES = {"namespace": ".*", "pod": ".*", "stream": ".*", "__rate_interval": "15s"}
+# $__range: the dashboard's time range; 5m covers the whole life of the test's fleet.
+VARIABLES = {"namespace": ".*", "pod": ".*", "stream": ".*", "__rate_interval": "15s", "__range": "5m"}
 # Metrics the expressions may name that no vbw process exports, and where they come from.
 EXTERNAL_METRICS = {
     "up": "Prometheus itself, one per scrape target",
@@ -319,7 +320,11 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, deploy, model_dir: Path) -> 
                 "sources": [{"type": "file", "id": "cam-1", "path": str(clip), "loop": True, "realtime": True}],
                 "windows": {"stride": 4},
                 "engine": engine,
-                "sinks": [{"type": "jsonl", "path": str(tmp / "windows.jsonl")}],
+                # Events on (every label of the model but none): the Events panels' series.
+                "sinks": [
+                    {"type": "jsonl", "path": str(tmp / "windows.jsonl")},
+                    {"type": "jsonl", "path": str(tmp / "events.jsonl"), "payload": "events"},
+                ],
             }),
             INGEST_POD: ("ingest", "ingest", {
                 "sources": [{"type": "file", "id": "cam-2", "path": str(clip), "loop": True, "realtime": True}],
