@@ -13,6 +13,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from vbw.summary.clock import CLOCKS
+
 MAX_LISTED = 5  # problems of each kind printed in full; the rest are counted
 
 
@@ -31,6 +33,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=Path(),
         help="the snapshot store's directory: relative snapshot references resolve against it (default .)",
+    )
+    parser.add_argument(
+        "--clock",
+        choices=CLOCKS,
+        default="capture",
+        help="capture: wall-clock capture times in UTC (default, live cameras); pts: stream time, for "
+        "files analysed faster than real time",
     )
     parser.add_argument("--inline", action="store_true", help="embed snapshots in the pages (data URIs)")
     parser.add_argument(
@@ -64,6 +73,7 @@ def _report(title: str, items: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vbw.summary.clock import Clock
     from vbw.summary.inputs import InputError, read_jsonl, read_topic
     from vbw.summary.pages import write_summary
     from vbw.summary.segments import BadEvent, fold, parse_event
@@ -94,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
     except (InputError, OSError, ValueError) as e:
         print(f"vbw summarize: {e}", file=sys.stderr)
         return 1
-    folded = fold(events)
+    folded = fold(events, args.clock)
     linker = SnapshotLinker(root=args.snapshots, out_dir=args.out, inline=args.inline)
-    written = write_summary(folded, args.out, linker, source)
+    written = write_summary(folded, args.out, linker, source, Clock(args.clock))
     _report("lines or records skipped:", bad)
     _report("snapshots not found (placeholders shown):", [f"{r}: {why}" for r, why in linker.missing.items()])
     _report("event ids repeated with different content (kept the first):", folded.conflicts)

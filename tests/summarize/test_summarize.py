@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from summary_events import T0, EventFixture, Seg, build_event_fixture, event_doc, messages
 
 from vbw.cli import main as vbw
+from vbw.summary.clock import Clock
 from vbw.summary.inputs import InputError, read_jsonl
 from vbw.summary.segments import WHOLE_FRAME, BadEvent, fold, parse_event
 from vbw.summary.snapshots import SnapshotLinker
@@ -239,3 +240,23 @@ def test_kafka_topic_gives_the_same_pages(tmp_path: Path) -> None:
         k = (tmp_path / "k" / name).read_text().replace("Kafka topic vbw.events", "SOURCE")
         j = (tmp_path / "j" / name).read_text().replace(str(fx.events), "SOURCE")
         assert k == j, name
+
+
+def test_clocks() -> None:
+    capture, pts = Clock("capture"), Clock("pts")
+    assert capture.full(T0 + 65.4) == "2025-12-01 00:01:05" and capture.end(T0, T0 + 65) == "00:01:05"
+    assert capture.end(T0, T0 + 86400) == "2025-12-02 00:00:00"  # another day keeps its date
+    assert pts.full(65.44) == "0:01:05.4" and pts.full(3725) == "1:02:05.0" and pts.end(0, 5) == "0:00:05.0"
+    assert [t for _, t in ticks(5, 130, pts)] == ["0:00:30", "0:01:00", "0:01:30", "0:02:00"]
+    assert [t for _, t in ticks(0, 3000, pts)][:2] == ["0:00", "0:10"]
+    # A segment on the pts clock: seconds into the stream, whenever the file was analysed.
+    [seg] = fold(events(messages(SEGS[0])), "pts").segments
+    assert (seg.start, seg.end) == (0, 60)
+
+
+def test_command_on_the_pts_clock(event_fixture: EventFixture, tmp_path: Path) -> None:
+    out = tmp_path / "summary"
+    assert vbw(["summarize", str(event_fixture.events), "--clock", "pts", "--out", str(out)]) == 0
+    cam1 = (out / "stream-cam1.html").read_text()
+    assert "times are pts, h:mm:ss into the stream" in cam1 and "<dd>0:04:00.0</dd>" in cam1
+    assert "2025-12-01" not in cam1

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vbw.summary.clock import CAPTURE, Clock
 from vbw.summary.segments import Fold, Segment, by_camera
 from vbw.summary.snapshots import SnapshotLinker
-from vbw.summary.timeline import label_colors, timeline_svg, utc
+from vbw.summary.timeline import label_colors, timeline_svg
 
 INDEX = "index.html"
 CSS = """
@@ -44,6 +45,16 @@ dd { margin: 0; }
 table { border-collapse: collapse; }
 th, td { text-align: left; padding: 4px 12px 4px 0; border-bottom: 1px solid #e3e6ea; }
 """
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every page of one summary shares."""
+
+    colors: dict[str, str]  # label -> colour, the same on every page
+    linker: SnapshotLinker
+    source: str  # where the events came from, as the pages say it
+    clock: Clock
 
 
 def page_file(camera: str, taken: set[str]) -> str:
@@ -88,11 +99,14 @@ def _legend(segments: Sequence[Segment], colors: dict[str, str]) -> str:
     return '<ul class="legend">' + "".join(items) + "</ul>"
 
 
-def _card(s: Segment, anchor: str, color: str, linker: SnapshotLinker) -> str:
+def _card(s: Segment, anchor: str, ctx: Context) -> str:
+    linker, clock = ctx.linker, ctx.clock
     src = linker.src(s.snapshot)
     what = f"{html.escape(s.label)} in {html.escape(s.zone)}"
     if src:
-        thumb = f'<img class="thumb" src="{html.escape(src)}" alt="snapshot: {what} at {utc(s.start)}">'
+        thumb = (
+            f'<img class="thumb" src="{html.escape(src)}" alt="snapshot: {what} at {clock.full(s.start)}">'
+        )
     else:
         why = "no snapshot" if not s.snapshot else "snapshot missing"
         title = (
@@ -101,8 +115,7 @@ def _card(s: Segment, anchor: str, color: str, linker: SnapshotLinker) -> str:
             else f' title="{html.escape(s.snapshot + ": " + linker.missing[s.snapshot])}"'
         )
         thumb = f'<div class="nothumb"{title}>{why}</div>'
-    # The end on the start's day needs no date.
-    end_at = utc(s.end, "%H:%M:%S") if utc(s.end, "%Y%m%d") == utc(s.start, "%Y%m%d") else utc(s.end)
+    end_at = clock.end(s.start, s.end)
     if s.closed:
         end = f"<dd>{end_at}</dd>"
         length = duration(s.duration)
@@ -111,17 +124,16 @@ def _card(s: Segment, anchor: str, color: str, linker: SnapshotLinker) -> str:
         length = f"at least {duration(s.duration)}"
     return (
         f'<article class="card" id="{anchor}">{thumb}<div>'
-        f'<div class="what"><span class="chip" style="background:{color}"></span>{what}</div>'
-        f"<dl><dt>start</dt><dd>{utc(s.start)}</dd><dt>end</dt>{end}"
+        f'<div class="what"><span class="chip" style="background:{ctx.colors[s.label]}"></span>{what}</div>'
+        f"<dl><dt>start</dt><dd>{clock.full(s.start)}</dd><dt>end</dt>{end}"
         f"<dt>duration</dt><dd>{length}</dd>"
         f"<dt>score</dt><dd>peak {s.peak_score:.2f}, mean {s.mean_score:.2f}</dd>"
         f"<dt>windows</dt><dd>{s.windows}</dd></dl></div></article>"
     )
 
 
-def camera_page(
-    camera: str, segments: Sequence[Segment], colors: dict[str, str], linker: SnapshotLinker, source: str
-) -> str:
+def camera_page(camera: str, segments: Sequence[Segment], ctx: Context) -> str:
+    clock = ctx.clock
     horizon = max(s.end for s in segments)
     anchors = [f"seg-{i}" for i in range(len(segments))]
     n_open = sum(not s.closed for s in segments)
@@ -129,19 +141,19 @@ def camera_page(
         f'<p><a href="{INDEX}">&larr; all streams</a></p>',
         f"<h1>{html.escape(camera)}</h1>",
         f'<p class="meta">{len(segments)} segments ({n_open} open), '
-        f"{utc(min(s.start for s in segments))} to {utc(horizon)} (times in UTC), from {html.escape(source)}</p>",
-        _legend(segments, colors),
-        f'<div class="timeline-box">{timeline_svg(segments, colors, anchors, horizon)}</div>',
+        f"{clock.full(min(s.start for s in segments))} to {clock.full(horizon)} ({clock.note}), "
+        f"from {html.escape(ctx.source)}</p>",
+        _legend(segments, ctx.colors),
+        f'<div class="timeline-box">{timeline_svg(segments, ctx.colors, anchors, horizon, clock)}</div>',
         '<section class="cards">',
-        *(_card(s, a, colors[s.label], linker) for s, a in zip(segments, anchors, strict=True)),
+        *(_card(s, a, ctx) for s, a in zip(segments, anchors, strict=True)),
         "</section>",
     ]
     return _doc(f"vbw summary: {camera}", body)
 
 
-def index_page(
-    pages: dict[str, tuple[str, list[Segment]]], colors: dict[str, str], fold: Fold, source: str
-) -> str:
+def index_page(pages: dict[str, tuple[str, list[Segment]]], fold: Fold, ctx: Context) -> str:
+    colors, clock = ctx.colors, ctx.clock
     rows = []
     for camera, (name, segs) in pages.items():
         labels = ", ".join(
@@ -151,14 +163,14 @@ def index_page(
         rows.append(
             f'<tr><td><a href="{html.escape(name)}">{html.escape(camera)}</a></td><td>{len(segs)}</td>'
             f"<td>{sum(not s.closed for s in segs)}</td><td>{labels}</td>"
-            f"<td>{utc(min(s.start for s in segs))}</td><td>{utc(max(s.end for s in segs))}</td></tr>"
+            f"<td>{clock.full(min(s.start for s in segs))}</td><td>{clock.full(max(s.end for s in segs))}</td></tr>"
         )
-    notes = f"{sum(len(s) for _, s in pages.values())} segments from {html.escape(source)}"
+    notes = f"{sum(len(s) for _, s in pages.values())} segments from {html.escape(ctx.source)}"
     if fold.repeats:
         notes += f"; {fold.repeats} repeated messages dropped (at-least-once delivery)"
     body = [
         "<h1>vbw summary</h1>",
-        f'<p class="meta">{notes}. Times are UTC.</p>',
+        f'<p class="meta">{notes}; {clock.note}.</p>',
         "<table><tr><th>stream</th><th>segments</th><th>open</th><th>labels</th>"
         "<th>first start</th><th>last event</th></tr>",
         *rows,
@@ -177,17 +189,20 @@ class Written:
     open: int
 
 
-def write_summary(fold: Fold, out_dir: Path, linker: SnapshotLinker, source: str) -> Written:
+def write_summary(
+    fold: Fold, out_dir: Path, linker: SnapshotLinker, source: str, clock: Clock = CAPTURE
+) -> Written:
+    """The index and one page per camera into `out_dir`; `clock` must be the one `fold` used."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    colors = label_colors([s.label for s in fold.segments])
+    ctx = Context(label_colors([s.label for s in fold.segments]), linker, source, clock)
     taken = {INDEX}
     pages: dict[str, tuple[str, list[Segment]]] = {}
     for camera, segs in by_camera(fold.segments).items():
         pages[camera] = (page_file(camera, taken), segs)
     for camera, (name, segs) in pages.items():
-        (out_dir / name).write_text(camera_page(camera, segs, colors, linker, source), encoding="utf-8")
+        (out_dir / name).write_text(camera_page(camera, segs, ctx), encoding="utf-8")
     index = out_dir / INDEX
-    index.write_text(index_page(pages, colors, fold, source), encoding="utf-8")
+    index.write_text(index_page(pages, fold, ctx), encoding="utf-8")
     return Written(
         index=index,
         pages={c: out_dir / n for c, (n, _) in pages.items()},

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from contracts.errors import VbwError
+from vbw.summary.clock import ClockName
 from worker.event_messages import SCHEMA_ID, EventMessage
 from worker.messages import problems
 
@@ -72,7 +73,8 @@ def _progress(e: EventMessage) -> tuple[int, int, float]:
     return (EVENT_TYPES.index(e.type), e.windows, e.end_time)
 
 
-def fold(events: Iterable[EventMessage]) -> Fold:
+def fold(events: Iterable[EventMessage], clock: ClockName = "capture") -> Fold:
+    """Segments of the events, their times on `clock`: capture times or the source's pts."""
     by_id: dict[str, EventMessage] = {}
     repeats, conflicts = 0, []
     for e in events:
@@ -93,8 +95,8 @@ def fold(events: Iterable[EventMessage]) -> Fold:
                 camera=last.source_id,
                 zone=last.zone or WHOLE_FRAME,
                 label=last.label,
-                start=min(m.start_time for m in msgs),
-                end=last.end_time,
+                start=min(m.start_time if clock == "capture" else m.start_pts for m in msgs),
+                end=last.end_time if clock == "capture" else last.end_pts,
                 closed=last.type == "end",
                 peak_score=max(m.peak_score for m in msgs),
                 mean_score=last.mean_score,

@@ -3,7 +3,7 @@
 Bars take their label's colour; a segment still open at the last event is hatched and runs to the
 page's horizon. Segments of one zone that overlap in time (two labels at once) go on separate
 lanes of the zone's row. Each bar links to the segment's card below and has a tooltip (<title>),
-so the page needs no script. Times are UTC.
+so the page needs no script. Times are written by the summary's clock (clock.py).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import html
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from vbw.summary.clock import CAPTURE, Clock
 from vbw.summary.segments import WHOLE_FRAME, Segment
 
 # Distinct colours for labels (Tableau 10), given in sorted label order so a label keeps its
@@ -79,21 +79,16 @@ def tick_step(span: float) -> float:
     return 86400.0 * math.ceil(span / 86400.0 / MAX_TICKS)
 
 
-def utc(t: float, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
-    return datetime.fromtimestamp(t, UTC).strftime(fmt)
-
-
-def ticks(t0: float, t1: float) -> list[tuple[float, str]]:
+def ticks(t0: float, t1: float, clock: Clock = CAPTURE) -> list[tuple[float, str]]:
     step = tick_step(t1 - t0)
-    fmt = "%Y-%m-%d" if step >= 86400 else "%H:%M" if step >= 60 else "%H:%M:%S"
     first = math.ceil(t0 / step) * step
     n = int((t1 - first) // step) + 1
-    return [(first + k * step, utc(first + k * step, fmt)) for k in range(max(0, n))]
+    return [(first + k * step, clock.tick(first + k * step, step)) for k in range(max(0, n))]
 
 
-def bar_title(s: Segment) -> str:
-    end = f"{utc(s.end)} UTC" if s.closed else f"open (last event {utc(s.end)} UTC)"
-    return f"{s.label} in {s.zone}: {utc(s.start)} UTC to {end}, peak {s.peak_score:.2f}"
+def bar_title(s: Segment, clock: Clock) -> str:
+    end = clock.end(s.start, s.end) if s.closed else f"open (last event {clock.end(s.start, s.end)})"
+    return f"{s.label} in {s.zone}: {clock.full(s.start)} to {end}, peak {s.peak_score:.2f}"
 
 
 def timeline_svg(
@@ -101,6 +96,7 @@ def timeline_svg(
     colors: dict[str, str],
     anchors: Sequence[str],
     horizon: float,
+    clock: Clock = CAPTURE,
     geom: Geometry = Geometry(),
 ) -> str:
     """`anchors[i]`: the id of segment i's card. `horizon`: where open segments end (the last
@@ -148,7 +144,7 @@ def timeline_svg(
             f'<text x="{geom.gutter - 10}" y="{mid:.1f}" text-anchor="end" dominant-baseline="middle" '
             f'class="zone">{html.escape(z)}</text>'
         )
-    for t, text in ticks(t0, t1):
+    for t, text in ticks(t0, t1, clock):
         out.append(
             f'<line x1="{x(t):.1f}" y1="{geom.top}" x2="{x(t):.1f}" y2="{plot_bottom + 4}" stroke="#d0d4da"/>'
         )
@@ -166,7 +162,7 @@ def timeline_svg(
         out.append(
             f'<a href="#{anchors[i]}"><rect class="bar" x="{left:.1f}" y="{top:.1f}" width="{w:.1f}" '
             f'height="{geom.bar_h}" rx="2" fill="{fill}"{stroke}>'
-            f"<title>{html.escape(bar_title(s))}</title></rect></a>"
+            f"<title>{html.escape(bar_title(s, clock))}</title></rect></a>"
         )
     out.append("</svg>")
     return "\n".join(out)
