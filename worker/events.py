@@ -183,7 +183,8 @@ class EventStage:
     def window(self, result: WindowResult) -> tuple[EventBatch | None, list[SourceRef]]:
         """A window leaving the order gate -> (what to publish, refs to hold once more)."""
         w = result.window
-        st = self._stream(w)
+        frames = (w.source_refs[0][0], w.source_refs[0][1]) if w.source_refs else None
+        st = self._stream(w.stream_id, frames)
         scores = {label: float(result.scores[i]) for label, i in self._index.items()}
         view = window_view(w, scores)
         if st.seg.applied(view):
@@ -202,15 +203,32 @@ class EventStage:
             return self._checkpointed(w.stream_id, st, messages), list(w.source_refs)
         return None, list(w.source_refs)
 
-    def close(self, stream_id: str) -> EventBatch | None:
-        """The stream broke (reset, end of stream, engine error, shutdown): open segments end."""
-        st = self._streams.get(stream_id)
+    def close(
+        self, stream_id: str, before: SourceRef | None = None, before_seq: int | None = None
+    ) -> tuple[EventBatch | None, list[SourceRef]]:
+        """The stream broke (reset, end of stream, engine error, shutdown): open segments end.
+        -> (what to publish, refs to hold once more).
+
+        For a stream that replays, `before` is the frame the break came before (its ref and
+        `before_seq`): a break before a window already applied (the restored state is past it)
+        is a replay, skipped; otherwise that frame is held until the break's checkpoint is
+        acked, so a replay cannot start after a break the saved state does not have."""
+        if before is None:
+            st = self._streams.get(stream_id)
+        else:
+            st = self._stream(stream_id, (before[0], before[1]))
         if st is None or st.seg.idle:
-            return None
+            return None, []
+        last = st.seg.last
+        if before_seq is not None and last is not None and last.start_seq >= before_seq:
+            self.skipped += 1
+            return None, []
         messages = self._messages(stream_id, st.seg.close())
         if st.frames is None or self.store is None:
-            return EventBatch(stream_id, messages) if messages else None
-        return self._checkpointed(stream_id, st, messages)
+            return (EventBatch(stream_id, messages) if messages else None), []
+        holds = [before] if before is not None else []
+        st.cover.extend(holds)
+        return self._checkpointed(stream_id, st, messages), holds
 
     def drop(self, stream_id: str) -> list[SourceRef]:
         """Forget the stream without events (Kafka revoke, or a Kafka source's shutdown): its next
@@ -229,8 +247,10 @@ class EventStage:
         return list(self._streams)
 
     # -- internals --------------------------------------------------------------------------------
-    def _stream(self, w: Window) -> _Stream:
-        st = self._streams.get(w.stream_id)
+    def _stream(self, stream_id: str, frames: TP | None) -> _Stream:
+        """The stream's state; new on its first window (or break) since a start or a revoke,
+        restored from the store for a stream that replays."""
+        st = self._streams.get(stream_id)
         if st is not None:
             return st
         snap = self._snapshot
@@ -239,24 +259,23 @@ class EventStage:
             size=self.size,
             stride=self.stride,
             max_gap=self.max_gap,
-            snapshot=(lambda v, sid=w.stream_id: snap(sid, v.payload)) if snap is not None else None,
+            snapshot=(lambda v, sid=stream_id: snap(sid, v.payload)) if snap is not None else None,
         )
-        st = self._streams[w.stream_id] = _Stream(seg)
+        st = self._streams[stream_id] = _Stream(seg)
         for label in self.rules:
-            self.metrics.register_events(w.stream_id, label)
-        if w.source_refs and self.store is not None:
-            topic, partition, _ = w.source_refs[0]
-            st.frames = (topic, partition)
-            fresh = st.frames not in self._seen
-            self._seen.add(st.frames)
-            ck = self.store.restore(w.stream_id, st.frames, fresh)
+            self.metrics.register_events(stream_id, label)
+        if frames is not None and self.store is not None:
+            st.frames = frames
+            fresh = frames not in self._seen
+            self._seen.add(frames)
+            ck = self.store.restore(stream_id, frames, fresh)
             if ck is not None:
                 seg.load(ck.state)
                 for label in seg.open_labels():
-                    self.metrics.segments_open.labels(self.metrics.stream(w.stream_id), label).inc()
+                    self.metrics.segments_open.labels(self.metrics.stream(stream_id), label).inc()
                 log.info(
                     "stream %s: segment state restored at seq %d (open: %s)",
-                    w.stream_id,
+                    stream_id,
                     ck.position[0],
                     ", ".join(seg.open_labels()) or "none",
                 )

@@ -74,10 +74,16 @@ Control = StreamReset | DropStreams
 class _Break:
     """A stream break on its way through the order gate, for the segmenter: `close` ends open
     segments; `drop` forgets them (revoke) and lets go of their extra holds; `suspend` forgets
-    them and keeps the holds (a replaying source's shutdown: the next run restores and replays)."""
+    them and keeps the holds (a replaying source's shutdown: the next run restores and replays).
+
+    A replaying stream's close waits for the stream's next frame and carries its ref and seq
+    (`before`, `before_seq`), so a replay of a break the restored state is already past is
+    recognised, and a replay cannot start past one it is not (worker.events.EventStage.close)."""
 
     stream_id: str
     kind: Literal["close", "drop", "suspend"]
+    before: SourceRef | None = None
+    before_seq: int | None = None
 
 
 @dataclass(slots=True)
@@ -163,6 +169,8 @@ class InferenceStage:
         )
         self._assemblers: dict[str, SlidingWindowAssembler] = {}
         self._order = StreamOrder()
+        self._replaying: set[str] = set()  # streams whose frames carry source refs
+        self._breaks_due: set[str] = set()  # replaying streams with a close waiting for a frame
         # Per stream, the key image of the newest frame pushed: every window a push or a close
         # emits ends at that frame. One small image per stream; the frames' own go with them.
         self._keys: dict[str, KeyImage] = {}
@@ -208,7 +216,8 @@ class InferenceStage:
             if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
                 step.released.clear()
             self._apply_step(sid, step, out)
-            self._break(sid, "close" if emit else "suspend", out)
+            self._breaks_due.discard(sid)
+            self._break(sid, "close" if emit else "suspend", out, now=True)
         for batch in self._windows.flush():
             self._encode_windows(batch, out)
         return out
@@ -240,6 +249,8 @@ class InferenceStage:
         else:
             for sid in item.stream_ids:
                 self._keys.pop(sid, None)
+                self._replaying.discard(sid)
+                self._breaks_due.discard(sid)
                 a = self._assemblers.pop(sid, None)
                 if a is not None:
                     self._apply_step(sid, a.drop(), out)
@@ -269,6 +280,10 @@ class InferenceStage:
         for f, feat, token in zip(batch, feats, tokens, strict=True):
             if f.source_ref is not None:
                 out.held.append(f.source_ref)
+                self._replaying.add(f.stream_id)
+                if f.stream_id in self._breaks_due:  # the break waited for this frame
+                    self._breaks_due.discard(f.stream_id)
+                    self._ticket_break(_Break(f.stream_id, "close", f.source_ref, f.seq), out)
             # Frames from Kafka carry no key image: their model-size picture stands in.
             self._keys[f.stream_id] = f.key_image if f.key_image is not None else KeyImage(f.image)
             step = self._assembler(f.stream_id).push(
@@ -327,12 +342,20 @@ class InferenceStage:
             self._leave(self._order.settle(w.stream_id, ticket, result), out)
 
     # -- leaving the gate -----------------------------------------------------------------------
-    def _break(self, stream_id: str, kind: Literal["close", "drop", "suspend"], out: StageOutput) -> None:
-        """A break of the stream, behind its windows cut so far (only the segmenter needs it)."""
-        if self.events is not None:
-            self._leave(
-                self._order.settle(stream_id, self._order.ticket(stream_id), _Break(stream_id, kind)), out
-            )
+    def _break(
+        self, stream_id: str, kind: Literal["close", "drop", "suspend"], out: StageOutput, now: bool = False
+    ) -> None:
+        """A break of the stream, behind its windows cut so far (only the segmenter needs it). A
+        replaying stream's close waits for its next frame, unless `now`."""
+        if self.events is None:
+            return
+        if kind == "close" and not now and stream_id in self._replaying:
+            self._breaks_due.add(stream_id)
+            return
+        self._ticket_break(_Break(stream_id, kind), out)
+
+    def _ticket_break(self, b: _Break, out: StageOutput) -> None:
+        self._leave(self._order.settle(b.stream_id, self._order.ticket(b.stream_id), b), out)
 
     def _leave(self, items: list[WindowResult | _Break], out: StageOutput) -> None:
         """Windows and breaks out of the gate, in each stream's order: results, and the segmenter."""
@@ -341,7 +364,8 @@ class InferenceStage:
             if isinstance(item, _Break):
                 assert ev is not None
                 if item.kind == "close":
-                    batch = ev.close(item.stream_id)
+                    batch, holds = ev.close(item.stream_id, item.before, item.before_seq)
+                    out.held.extend(holds)
                     if batch is not None:
                         out.events.append(batch)
                 else:
