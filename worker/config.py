@@ -384,12 +384,12 @@ class VbwConfig(BaseSettings):
     @model_validator(mode="after")
     def _events_need_a_changelog(self) -> VbwConfig:
         # A Kafka source replays after a crash; open segments must survive it (docs/events.md).
-        if self.takes_events() and not self.events.changelog_topic:
-            if any(s.type == "kafka" for s in self.sources):
-                raise ValueError(
-                    "events.changelog_topic: required when a kafka source feeds a sink with payload: events "
-                    "(segment state must survive a restart)"
-                )
+        kafka = any(s.type == "kafka" for s in self.sources)
+        if kafka and self.takes_events() and not self.events.changelog_topic:
+            raise ValueError(
+                "events.changelog_topic: required when a kafka source feeds a sink with payload: events "
+                "(segment state must survive a restart)"
+            )
         return self
 
     def takes_events(self) -> bool:

@@ -74,13 +74,15 @@ class EventMessage(BaseModel):
     zone: str | None = Field(description="zone name, null for the whole frame")
     label: str
     start_time: float = Field(
-        description="capture time of the centre of the segment's first window, unix seconds"
+        description="estimated start, capture time (unix seconds): the centre of the segment's first window "
+        "less half a stride"
     )
     end_time: float = Field(
-        description="capture time of the centre of its last window so far (at or above the off-threshold)"
+        description="estimated end so far: the centre of its last window at or above the off-threshold plus "
+        "half a stride"
     )
-    start_pts: float = Field(description="source pts of that first window's centre, seconds")
-    end_pts: float = Field(description="source pts of that last window's centre, seconds")
+    start_pts: float = Field(description="start_time in source time (pts, seconds)")
+    end_pts: float = Field(description="end_time in source time (pts, seconds)")
     start_seq: int = Field(ge=0, description="first frame of the first window")
     end_seq: int = Field(ge=0, description="last frame of the last window so far")
     start_window_id: str = Field(description="window_id of the segment's first window")

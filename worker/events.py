@@ -129,18 +129,21 @@ def resolve_rules(cfg: EventsConfig, model_labels: Sequence[str]) -> dict[str, R
     return out
 
 
-def window_view(w: Window, scores: Mapping[str, float]) -> WindowView:
+def window_view(w: Window, scores: Mapping[str, float], stride: int) -> WindowView:
     """A window as the segmenter sees it: times of its centre (its capture_time is its newest
-    frame's; the pts span says how far back its first frame is)."""
-    half = (w.end_pts - w.start_pts) / 2.0
+    frame's; the pts span says how far back its first frame is) and half a stride in seconds
+    (from the window's own frame period)."""
+    span = w.end_pts - w.start_pts
+    period = span / (w.frames - 1) if w.frames > 1 else 0.0
     return WindowView(
         window_id=w.window_id,
         start_seq=w.start_seq,
         end_seq=w.end_seq,
-        time=w.capture_time - half,
-        pts=w.start_pts + half,
+        time=w.capture_time - span / 2.0,
+        pts=w.start_pts + span / 2.0,
         scores=scores,
         payload=w,
+        half=max(0.0, stride * period / 2.0),
     )
 
 
@@ -186,7 +189,7 @@ class EventStage:
         frames = (w.source_refs[0][0], w.source_refs[0][1]) if w.source_refs else None
         st = self._stream(w.stream_id, frames)
         scores = {label: float(result.scores[i]) for label, i in self._index.items()}
-        view = window_view(w, scores)
+        view = window_view(w, scores, self.stride)
         if st.seg.applied(view):
             self.skipped += 1
             return None, []
@@ -313,10 +316,10 @@ def event_message(stream_id: str, e: SegmentEvent, model: EventModelRef) -> Even
         source_id=source,
         zone=zone,
         label=e.label,
-        start_time=e.first.time,
-        end_time=e.last.time,
-        start_pts=e.first.pts,
-        end_pts=e.last.pts,
+        start_time=e.first.time - e.first.half,
+        end_time=e.last.time + e.last.half,
+        start_pts=e.first.pts - e.first.half,
+        end_pts=e.last.pts + e.last.half,
         start_seq=e.first.start_seq,
         end_seq=e.last.end_seq,
         start_window_id=e.first.window_id,

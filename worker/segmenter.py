@@ -16,10 +16,11 @@ reset that caused it, still ends the segment, with the same end event.
 
 A segment runs from its first window at or above `on` to its last window at or above `off`;
 windows of a trailing run below `off` that did not reach `m` count again once a window comes
-back above `off`. Times are window centres: the capture time (unix seconds) and source pts of
-the middle of a window, so a motion's boundaries land where half of a window shows it. Durations
-and update periods are measured in pts (stream time, deterministic on a replay; a file read
-faster than real time has capture times closer together than its pts).
+back above `off`. A window stands for the stride around its centre (the capture time and source
+pts of its middle frame, +- `half` a stride), so a segment's estimated boundaries lie halfway
+between the centres of the last window without the label and the first with it. Durations and
+update periods are measured in pts between centres (stream time, deterministic on a replay; a
+file read faster than real time has capture times closer together than its pts).
 
 Everything here is a function of the windows fed in, so a replay of the same windows from the
 same state gives the same events. `StreamSegmenter.to_dict`/`from_dict` round-trip the state
@@ -67,6 +68,7 @@ class WindowView:
     pts: float  # source pts of the window's centre, seconds
     scores: Mapping[str, float]  # label -> score, at least the labels of interest
     payload: Any = None  # opaque, handed to the snapshot callback (the window's key image)
+    half: float = 0.0  # half a stride, seconds: the window stands for [centre - half, centre + half]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,10 +80,11 @@ class Mark:
     end_seq: int
     time: float
     pts: float
+    half: float = 0.0
 
     @classmethod
     def of(cls, w: WindowView) -> Mark:
-        return cls(w.window_id, w.start_seq, w.end_seq, w.time, w.pts)
+        return cls(w.window_id, w.start_seq, w.end_seq, w.time, w.pts, w.half)
 
 
 @dataclass(slots=True)
@@ -312,11 +315,13 @@ class StreamSegmenter:
 
 
 def _mark_out(m: Mark | None) -> list | None:
-    return None if m is None else [m.window_id, m.start_seq, m.end_seq, m.time, m.pts]
+    return None if m is None else [m.window_id, m.start_seq, m.end_seq, m.time, m.pts, m.half]
 
 
 def _mark_in(v: Any) -> Mark | None:
-    return None if v is None else Mark(str(v[0]), int(v[1]), int(v[2]), float(v[3]), float(v[4]))
+    if v is None:
+        return None
+    return Mark(str(v[0]), int(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]))
 
 
 def _stats_out(s: Stats) -> dict[str, Any]:
