@@ -11,6 +11,11 @@ close the whole pipeline comes to its slowest stage.
    frames, reason "late", once it is a second behind, as a camera's buffer would overflow). The
    largest N with no dropped frame over the measured interval is the figure; p50/p99 latency is
    capture (when the camera took the frame) to the sink's ack, at that N.
+4. With `events` (issue 10): the same live search again with events, zones and snapshots on
+   (`EVENTS_ZONES` per camera plus the whole frame, so 3 streams and 3x the windows per camera;
+   segment events for every motion label to a JSONL events sink; snapshots to a temporary
+   directory with retention), next to the ceilings of what that adds: decode with the zone
+   crops and key images, the segmenter, JPEG snapshot saves.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from worker.config import SamplingConfig, VbwConfig, parse_config
+from worker.config import SamplingConfig, SnapshotsConfig, VbwConfig, ZoneConfig, parse_config
 from worker.frames import Frame
 from worker.metrics import Metrics
 from worker.pipeline import Pipeline
@@ -61,6 +66,8 @@ class BenchSpec:
     max_batch: int = 8
     max_delay_ms: float = 20.0
     threads: int | None = None
+    events: bool = False  # also search the live capacity with events, zones and snapshots on
+    snapshot_max_count: int = 200  # retention of the events mode's snapshot store
 
     @property
     def src_per_analysed(self) -> float:
@@ -76,6 +83,19 @@ class Trial:
     p50_ms: float
     p99_ms: float
     sustained: bool
+    events: int = 0  # events published in the measured interval (events mode)
+    snapshots: int = 0  # JPEG snapshots saved in the measured interval (events mode)
+
+
+@dataclass
+class Capacity:
+    """One live search: its trials, the largest sustained N and the latency there."""
+
+    mode: str  # "plain" or "events"
+    trials: list[Trial] = field(default_factory=list)
+    max_streams: int = 0
+    p50_ms: float = 0.0
+    p99_ms: float = 0.0
 
 
 @dataclass
@@ -94,6 +114,10 @@ class BenchResult:
     max_streams: int = 0
     p50_ms: float = 0.0
     p99_ms: float = 0.0
+    # the events mode (spec.events): its live search, and the ceilings of what it adds
+    events: Capacity | None = None
+    events_ceilings: dict[str, float] = field(default_factory=dict)  # camera (source) frames/s
+    events_ceilings_native: dict[str, str] = field(default_factory=dict)
 
     @property
     def slowest(self) -> str:
@@ -208,9 +232,43 @@ def _counter(p: Pipeline, name: str) -> dict[tuple[tuple[str, str], ...], float]
     return out
 
 
-def _config(spec: BenchSpec, sources: list[dict], **pipeline: Any) -> VbwConfig:
+# The events mode's zones: each camera's left and right halves, besides the whole frame.
+EVENTS_ZONES: list[dict[str, Any]] = [
+    {"name": "left", "rect": [0.0, 0.0, 0.5, 1.0]},
+    {"name": "right", "rect": [0.5, 0.0, 1.0, 1.0]},
+]
+MODES = ("plain", "events")
+
+
+def views_per_camera(mode: str) -> int:
+    """Streams (and so windows) per camera: the whole frame, plus each zone in the events mode."""
+    return 1 + len(EVENTS_ZONES) if mode == "events" else 1
+
+
+def camera_source(video: Path, i: int, mode: str, *, realtime: bool = True, loop: bool = True) -> dict:
+    """One camera stand-in: a paced, looping file source; with zones in the events mode."""
+    src: dict[str, Any] = {"type": "file", "id": f"cam{i:03d}", "path": str(video), "realtime": realtime}
+    src["loop"] = loop
+    if mode == "events":
+        src.update(zones=EVENTS_ZONES, full_frame=True)
+    return src
+
+
+def events_sections(spec: BenchSpec, snapshots_dir: Path) -> dict[str, Any]:
+    """Config of the events mode: segment events for every label but `none` (the config's
+    default rule), snapshots with retention in `snapshots_dir`."""
+    return {
+        "events": {"labels": None},
+        "snapshots": {"enabled": True, "dir": str(snapshots_dir), "max_count": spec.snapshot_max_count},
+    }
+
+
+def _config(
+    spec: BenchSpec, sources: list[dict], extra: dict[str, Any] | None = None, **pipeline: Any
+) -> VbwConfig:
     return parse_config(
         {
+            **(extra or {}),
             "sources": sources,
             "sampling": {"fps": spec.fps},
             "windows": {"stride": spec.stride},
@@ -229,14 +287,27 @@ def _config(spec: BenchSpec, sources: list[dict], **pipeline: Any) -> VbwConfig:
 
 
 # -- the three parts --------------------------------------------------------------------------
-def decode_rate(spec: BenchSpec, video: Path, size: tuple[int, int]) -> float:
-    """Source frames/s of `spec.parallel` looping unpaced sources whose frames are thrown away."""
+def decode_rate(spec: BenchSpec, video: Path, size: tuple[int, int], mode: str = "plain") -> float:
+    """Source frames/s of `spec.parallel` looping unpaced sources whose frames are thrown away.
+    In the events mode each frame is also cut into the zones and given a key image."""
     rt = Runtime(logging.getLogger("vbw.bench"), grace_s=20.0, install_signals=False)
     sampling = SamplingConfig(fps=spec.fps)
     metrics = Metrics()
     ctxs = []
+    views = views_per_camera(mode)
+    zones = []
+    if mode == "events":
+        zones = [ZoneConfig.model_validate(z).zone() for z in EVENTS_ZONES]
     for i in range(spec.parallel):
-        src = FileSource(f"d{i}", video, sampling, loop=True)
+        src = FileSource(
+            f"d{i}",
+            video,
+            sampling,
+            loop=True,
+            zones=zones,
+            full_frame=True,
+            key_width=SnapshotsConfig().width if zones else None,
+        )
         ctxs.append(_DiscardCtx(src, rt, metrics, size))
         rt.start_source(src, ctxs[-1])
     time.sleep(1.0)
@@ -245,7 +316,7 @@ def decode_rate(spec: BenchSpec, video: Path, size: tuple[int, int]) -> float:
     n1, t1 = sum(c.frames for c in ctxs), time.perf_counter()
     rt.shutdown(lambda: True)  # the sources get half the grace to return
     rt.close()
-    return (n1 - n0) / (t1 - t0) * spec.src_per_analysed
+    return (n1 - n0) / views / (t1 - t0) * spec.src_per_analysed
 
 
 def stage_ceilings(spec: BenchSpec, video: Path, engine: Any, res: BenchResult) -> None:
@@ -306,6 +377,82 @@ def stage_ceilings(spec: BenchSpec, video: Path, engine: Any, res: BenchResult) 
     res.ceilings_native["sink"] = f"{sk:.0f} windows/s (JSONL file)"
 
 
+def events_ceilings(spec: BenchSpec, video: Path, engine: Any, res: BenchResult) -> None:
+    """What the events mode adds, alone, in camera frames/s (decode with zones: see run_bench).
+
+    Per camera the model stages, the window state machine and the window sink run 3 times (one
+    stream per view), so their ceilings are the plain ones / 3. The segmenter (EventStage: the
+    hysteresis per label and the event messages) is measured on windows whose scores open and
+    close a segment every 10 windows; a JPEG snapshot save (encode, atomic write, retention) on
+    a key image of the bench video."""
+    from media.clips import clip_rng, render_frames, sample_params
+    from worker.event_messages import EventModelRef
+    from worker.events import EventStage, resolve_rules
+    from worker.events_config import EventsConfig
+    from worker.frames import KeyImage, Window
+    from worker.snapshots import SnapshotStore
+
+    views = views_per_camera("events")
+    spa = spec.src_per_analysed
+    for k in ("encode_frames", "assemble", "encode_windows", "sink"):
+        res.events_ceilings[k] = res.ceilings[k] / views
+        res.events_ceilings_native[k] = f"the plain ceiling / {views} (a stream per view)"
+
+    info = engine.metadata
+    t, labels = info.num_frames, list(info.labels)
+    rules = resolve_rules(EventsConfig(), labels)
+    stage = EventStage(
+        rules,
+        labels,
+        size=t,
+        stride=spec.stride,
+        max_gap=0,
+        model=EventModelRef(name=info.name, version=info.version),
+        metrics=Metrics(),
+    )
+    sample = _sample_result(engine)
+    interest = [labels.index(lb) for lb in rules] or [0]
+    counter = itertools.count()
+
+    def segment() -> int:
+        for _ in range(200):
+            k = next(counter)
+            scores = np.full(len(labels), 0.02, np.float32)
+            if k % 20 < 10:  # 10 windows of one label, 10 of nothing: a start and an end per 20
+                scores[interest[(k // 20) % len(interest)]] = 0.9
+            start = k * spec.stride
+            end_pts = (start + t - 1) / spec.fps
+            w = Window("cam/left", k, start, start + t - 1, start / spec.fps, end_pts, t, True, 1e9 + end_pts)
+            w.window_id = f"w{start}"
+            stage.window(WindowResult(sample.message, sample.embedding, scores, w))
+        return 200
+
+    seg = _rate(segment, spec.ceiling_seconds / 2)
+    res.events_ceilings["segmenter"] = seg * spec.stride * spa / views
+    res.events_ceilings_native["segmenter"] = (
+        f"{seg:.0f} windows/s ({len(rules)} labels, events every 10 windows)"
+    )
+
+    kw = SnapshotsConfig().width
+    kh = max(2, round(spec.height * kw / spec.width / 2) * 2)
+    key = render_frames(sample_params("move_right", clip_rng(2026, 0)), kw, kh, np.array([1.0]))[0]
+    zone = ZoneConfig.model_validate(EVENTS_ZONES[0]).zone().points
+    with tempfile.TemporaryDirectory(prefix="vbw-bench-") as tmp:
+        store = SnapshotStore(tmp, max_count=spec.snapshot_max_count)
+        n = itertools.count()
+
+        def save() -> int:
+            for _ in range(20):
+                store.save("cam/left", f"w{next(n)}", KeyImage(key, zone))
+            return 20
+
+        sv = _rate(save, spec.ceiling_seconds / 2)
+    res.events_ceilings_native["snapshot"] = (
+        f"{sv:.0f} saves/s ({kw}x{kh} JPEG q{SnapshotsConfig().quality}, zone outline, retention "
+        f"{spec.snapshot_max_count}); per camera frame it depends on how often a segment's peak moves"
+    )
+
+
 def _sample_result(engine: Any) -> WindowResult:
     from datetime import UTC, datetime
 
@@ -362,23 +509,44 @@ def end_to_end_rate(spec: BenchSpec, video: Path, engine: Any) -> float:
     return (r1 - r0) / (t1 - t0) * spec.src_per_analysed
 
 
-def live_trial(spec: BenchSpec, video: Path, engine: Any, n: int, progress: Callable[[str], None]) -> Trial:
+def _snapshots_saved(p: Pipeline) -> int:
+    store = getattr(p, "_snapshots", None)  # worker.snapshots.SnapshotStore, with snapshots on
+    return store.saved if store is not None else 0
+
+
+def live_trial(
+    spec: BenchSpec, video: Path, engine: Any, n: int, progress: Callable[[str], None], mode: str = "plain"
+) -> Trial:
+    with tempfile.TemporaryDirectory(prefix="vbw-bench-") as tmp:
+        return _live_trial(spec, video, engine, n, progress, mode, Path(tmp))
+
+
+def _live_trial(
+    spec: BenchSpec,
+    video: Path,
+    engine: Any,
+    n: int,
+    progress: Callable[[str], None],
+    mode: str,
+    tmp: Path,
+) -> Trial:
+    from worker.sinks.jsonl import JsonlSink
+
     sink = CollectSink()
-    cfg = _config(
-        spec,
-        [
-            {"type": "file", "id": f"cam{i:03d}", "path": str(video), "realtime": True, "loop": True}
-            for i in range(n)
-        ],
-    )
-    p = Pipeline(cfg, engine=engine, sinks=[sink], install_signals=False)
+    sinks: list[Sink] = [sink]
+    extra = None
+    if mode == "events":
+        sinks.append(JsonlSink(tmp / "events.jsonl", name="events", events=True))
+        extra = events_sections(spec, tmp / "snapshots")
+    cfg = _config(spec, [camera_source(video, i, mode) for i in range(n)], extra)
+    p = Pipeline(cfg, engine=engine, sinks=sinks, install_signals=False)
     _run_pipeline(p)
     time.sleep(spec.trial_warmup)
-    d0 = _counter(p, "vbw_frames_dropped_total")
+    d0, e0, s0 = _counter(p, "vbw_frames_dropped_total"), _counter(p, "vbw_events_total"), _snapshots_saved(p)
     t_start = time.time()
     time.sleep(spec.trial_seconds)
     t_end = time.time()
-    d1 = _counter(p, "vbw_frames_dropped_total")
+    d1, e1, s1 = _counter(p, "vbw_frames_dropped_total"), _counter(p, "vbw_events_total"), _snapshots_saved(p)
     p.stop("bench")
     p.join(30)
     reasons: dict[str, int] = {}
@@ -392,27 +560,36 @@ def live_trial(spec: BenchSpec, video: Path, engine: Any, n: int, progress: Call
     p99 = 1000 * lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else float("nan")
     dropped = sum(reasons.values())
     # sustained: nothing dropped, and the windows kept coming at the expected rate
-    expected = n * spec.trial_seconds * spec.fps / spec.stride
+    expected = n * views_per_camera(mode) * spec.trial_seconds * spec.fps / spec.stride
     trial = Trial(n, dropped, reasons, len(lat), p50, p99, dropped == 0 and len(lat) >= 0.8 * expected)
+    trial.events = round(sum(v - e0.get(k, 0.0) for k, v in e1.items()))
+    trial.snapshots = s1 - s0
+    made = f"  events {trial.events} snapshots {trial.snapshots}" if mode == "events" else ""
     progress(
-        f"  {n:3d} streams: {'ok ' if trial.sustained else 'NO '} dropped {dropped} {reasons or ''} "
-        f"windows {len(lat)}/{expected:.0f}  latency p50 {p50:.0f} ms p99 {p99:.0f} ms"
+        f"  {n:3d} cameras: {'ok ' if trial.sustained else 'NO '} dropped {dropped} {reasons or ''} "
+        f"windows {len(lat)}/{expected:.0f}  latency p50 {p50:.0f} ms p99 {p99:.0f} ms{made}"
     )
     return trial
 
 
 def capacity(
-    spec: BenchSpec, video: Path, engine: Any, res: BenchResult, progress: Callable[[str], None]
-) -> None:
-    """Largest sustained N: grow from the ceiling's estimate until a trial fails, then bisect."""
+    spec: BenchSpec,
+    video: Path,
+    engine: Any,
+    ceiling: float,
+    progress: Callable[[str], None],
+    mode: str = "plain",
+) -> Capacity:
+    """Largest sustained N: grow from the estimate of `ceiling` (the slowest stage, in camera
+    frames/s) until a trial fails, then bisect."""
     tried: dict[int, Trial] = {}
 
     def ok(n: int) -> bool:
         if n not in tried:
-            tried[n] = live_trial(spec, video, engine, n, progress)
+            tried[n] = live_trial(spec, video, engine, n, progress, mode)
         return tried[n].sustained
 
-    guess = max(1, min(spec.max_streams, int(min(res.ceilings.values()) / spec.source_fps * 0.8)))
+    guess = max(1, min(spec.max_streams, int(ceiling / spec.source_fps * 0.8)))
     lo, hi = 0, None
     n = guess
     while hi is None:
@@ -437,10 +614,10 @@ def capacity(
                 lo = mid
             else:
                 hi = mid
-    res.trials = [tried[k] for k in sorted(tried)]
-    res.max_streams = lo
+    cap = Capacity(mode, [tried[k] for k in sorted(tried)], lo)
     if lo:
-        res.p50_ms, res.p99_ms = tried[lo].p50_ms, tried[lo].p99_ms
+        cap.p50_ms, cap.p99_ms = tried[lo].p50_ms, tried[lo].p99_ms
+    return cap
 
 
 def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = print) -> BenchResult:
@@ -469,11 +646,17 @@ def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = pr
     # The CPU is shared with other work: decode (the costly stage) and the whole pipeline are
     # measured alternately, in rounds, with the same number of source threads, and the
     # medians compared, so that a burst of outside load does not favour one of them.
-    dec, e2e = [], []
+    size = tuple(engine.metadata.image_size)
+    dec, e2e, dec_ev = [], [], []
     for r in range(spec.rounds):
-        dec.append(decode_rate(spec, video, tuple(engine.metadata.image_size)))
+        dec.append(decode_rate(spec, video, size))
         e2e.append(end_to_end_rate(spec, video, engine))
-        progress(f"  round {r + 1}/{spec.rounds}: decode alone {dec[-1]:.0f}, whole pipeline {e2e[-1]:.0f}")
+        if spec.events:
+            dec_ev.append(decode_rate(spec, video, size, "events"))
+        with_zones = f", decode with zones and key images {dec_ev[-1]:.0f}" if dec_ev else ""
+        progress(
+            f"  round {r + 1}/{spec.rounds}: decode alone {dec[-1]:.0f}, whole pipeline {e2e[-1]:.0f}{with_zones}"
+        )
     res.ceilings["decode"] = statistics.median(dec)
     res.ceilings_native["decode"] = (
         f"median of {spec.rounds} rounds on {spec.parallel} threads: " + ", ".join(f"{x:.0f}" for x in dec)
@@ -488,7 +671,32 @@ def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = pr
         f"= {res.fraction:.2f} of the slowest stage ({res.slowest})"
     )
     progress(f"live capacity ({spec.trial_seconds:g} s per trial after {spec.trial_warmup:g} s warm-up):")
-    capacity(spec, video, engine, res, progress)
+    plain = capacity(spec, video, engine, min(res.ceilings.values()), progress)
+    res.trials, res.max_streams, res.p50_ms, res.p99_ms = (
+        plain.trials,
+        plain.max_streams,
+        plain.p50_ms,
+        plain.p99_ms,
+    )
+    if spec.events:
+        res.events_ceilings["decode"] = statistics.median(dec_ev)
+        res.events_ceilings_native["decode"] = (
+            f"whole frame + {len(EVENTS_ZONES)} zones + key image, median of {spec.rounds} rounds: "
+            + ", ".join(f"{x:.0f}" for x in dec_ev)
+        )
+        events_ceilings(spec, video, engine, res)
+        progress("events mode: stage ceilings (camera frames/s):")
+        for k, v in sorted(res.events_ceilings.items(), key=lambda kv: kv[1]):
+            progress(f"  {k:<15} {v:10.0f}   ({res.events_ceilings_native[k]})")
+        progress(f"  {'snapshot':<15} {'':>10}   ({res.events_ceilings_native['snapshot']})")
+        progress(
+            f"events mode live capacity ({len(EVENTS_ZONES)} zones + whole frame per camera, events, snapshots):"
+        )
+        # The search starts from the plain capacity's estimate scaled by the ceilings' ratio.
+        ceiling = min(res.events_ceilings.values())
+        if plain.max_streams:
+            ceiling = min(ceiling, plain.max_streams * spec.source_fps / 0.8)
+        res.events = capacity(spec, video, engine, ceiling, progress, "events")
     res.load_after = os.getloadavg()
     engine.close()
     return res
