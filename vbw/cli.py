@@ -21,6 +21,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("build_engine.cmd_train", "train the VideoBERT model (codebook, pretrain, fine-tune)"),
     ("export",): ("build_engine.cmd_export", "export ONNX graphs (FP32, FP16, INT8) and model.json"),
     ("eval",): ("build_engine.cmd_eval", "top-1 accuracy of a model on freshly generated clips"),
+    ("eval-events",): ("vbw.eval_events", "segment F1, boundary errors and static-scene events on long clips"),
     ("build-engine",): ("build_engine.cmd_build_engine", "compile TensorRT plans (GPU machine only)"),
     ("summarize",): ("vbw.cmd_summarize", "events (JSONL or a topic) to HTML pages: timeline and snapshots"),
     ("bench", "engine"): ("vbw.bench.cmd_engine", "engine throughput per backend, precision and batch"),

@@ -125,7 +125,14 @@ def resolve_rules(cfg: EventsConfig, model_labels: Sequence[str]) -> dict[str, R
     out = {}
     for label in cfg.labels_of_interest(list(model_labels)):
         r = cfg.rule_for(label)
-        out[label] = Rule(r.on, r.off, r.k, r.m, r.min_duration_s, r.update_every_s)
+        out[label] = Rule(
+            r.on_threshold,
+            r.off_threshold,
+            r.start_windows,
+            r.end_windows,
+            r.min_duration_s,
+            r.update_every_s,
+        )
     return out
 
 

@@ -2,9 +2,9 @@
 
     events:
       labels: [move_left, move_right, grow]     # null = every label of the model except `none`
-      default: {on: 0.6, off: 0.4, k: 2, m: 2}  # every label of interest
+      default: {on_threshold: 0.6, off_threshold: 0.4, start_windows: 2, end_windows: 2}
       rules:                                    # per label: only the keys that differ
-        grow: {on: 0.8, min_duration_s: 2}
+        grow: {on_threshold: 0.8, min_duration_s: 2}
       changelog_topic: vbw.events.state         # required with a kafka source (docs/events.md)
     sinks:
       - {type: kafka, topic: vbw.events, payload: events}
@@ -32,14 +32,21 @@ class _Section(BaseModel):
 
 
 class EventRule(_Section):
-    """Hysteresis of one label (worker.segmenter.Rule)."""
+    """Hysteresis of one label (worker.segmenter.Rule: on, off, k, m). Not `on`/`off` as keys:
+    YAML reads those as booleans."""
 
-    on: Score = Field(
-        0.6, description="a segment starts once the label's score is at or above this for k windows in a row"
+    on_threshold: Score = Field(
+        0.6,
+        description="a segment starts once the label's score is at or above this for start_windows windows "
+        "in a row",
     )
-    off: Score = Field(0.4, description="and ends once it is below this for m windows in a row (off <= on)")
-    k: int = Field(2, ge=1, le=1000, description="windows at or above `on` that start a segment")
-    m: int = Field(2, ge=1, le=1000, description="windows below `off` that end it")
+    off_threshold: Score = Field(
+        0.4, description="and ends once it is below this for end_windows windows in a row (<= on_threshold)"
+    )
+    start_windows: int = Field(
+        2, ge=1, le=1000, description="windows at or above on_threshold that start a segment"
+    )
+    end_windows: int = Field(2, ge=1, le=1000, description="windows below off_threshold that end it")
     min_duration_s: float = Field(
         0.0,
         ge=0,
@@ -51,18 +58,20 @@ class EventRule(_Section):
 
     @model_validator(mode="after")
     def _off_below_on(self) -> EventRule:
-        if self.off > self.on:
-            raise ValueError(f"off ({self.off}) must not be above on ({self.on})")
+        if self.off_threshold > self.on_threshold:
+            raise ValueError(
+                f"off_threshold ({self.off_threshold}) must not be above on_threshold ({self.on_threshold})"
+            )
         return self
 
 
 class EventRuleOverride(_Section):
     """The keys of `events.default` that differ for one label."""
 
-    on: Score | None = None
-    off: Score | None = None
-    k: int | None = Field(None, ge=1, le=1000)
-    m: int | None = Field(None, ge=1, le=1000)
+    on_threshold: Score | None = None
+    off_threshold: Score | None = None
+    start_windows: int | None = Field(None, ge=1, le=1000)
+    end_windows: int | None = Field(None, ge=1, le=1000)
     min_duration_s: float | None = Field(None, ge=0)
     update_every_s: float | None = Field(None, gt=0)
 
@@ -78,7 +87,7 @@ class EventsConfig(_Section):
     default: EventRule = Field(default_factory=EventRule, description="the rule of every label of interest")
     rules: dict[str, EventRuleOverride] = Field(
         default_factory=dict,
-        description="per label, the keys of `default` that differ, e.g. {grow: {on: 0.8}}",
+        description="per label, the keys of `default` that differ, e.g. {grow: {on_threshold: 0.8}}",
     )
     changelog_topic: TopicName | None = Field(
         None,
@@ -113,13 +122,16 @@ class EventsConfig(_Section):
         return self
 
     def rule_for(self, label: str) -> EventRule:
-        """`default` with the label's overrides (ValueError if they make off > on)."""
+        """`default` with the label's overrides (ValueError if off_threshold > on_threshold)."""
         o = self.rules.get(label)
         if o is None:
             return self.default
         merged = {**self.default.model_dump(), **o.model_dump(exclude_none=True)}
-        if merged["off"] > merged["on"]:
-            raise ValueError(f"off ({merged['off']}) must not be above on ({merged['on']})")
+        if merged["off_threshold"] > merged["on_threshold"]:
+            raise ValueError(
+                f"off_threshold ({merged['off_threshold']}) must not be above on_threshold "
+                f"({merged['on_threshold']})"
+            )
         return EventRule.model_validate(merged)
 
     def labels_of_interest(self, model_labels: list[str] | tuple[str, ...]) -> list[str]:

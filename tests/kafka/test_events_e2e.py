@@ -61,7 +61,13 @@ TIMELINES = {
     ],
 }
 EVENTS = {
-    "default": {"on": 0.6, "off": 0.4, "k": 2, "m": 2, "update_every_s": 2.0},
+    "default": {
+        "on_threshold": 0.6,
+        "off_threshold": 0.4,
+        "start_windows": 2,
+        "end_windows": 2,
+        "update_every_s": 2.0,
+    },
     "checkpoint_every": 3,
 }
 
