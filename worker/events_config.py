@@ -15,7 +15,7 @@ Events are made when a sink takes them (`payload: events`). This module is plugg
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,15 @@ Score = Annotated[float, Field(ge=0, le=1)]
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _no_yaml_booleans(data: Any) -> Any:
+    """`{on: 0.6}` in YAML is `{True: 0.6}`: say which keys were meant."""
+    if isinstance(data, dict) and any(isinstance(k, bool) for k in data):
+        raise ValueError(
+            "YAML reads the keys on: and off: as true/false; the keys are on_threshold and off_threshold"
+        )
+    return data
 
 
 class EventRule(_Section):
@@ -56,6 +65,8 @@ class EventRule(_Section):
         None, gt=0, description="an update event this often while a segment lasts (stream time); null = none"
     )
 
+    _yaml = model_validator(mode="before")(_no_yaml_booleans)
+
     @model_validator(mode="after")
     def _off_below_on(self) -> EventRule:
         if self.off_threshold > self.on_threshold:
@@ -74,6 +85,8 @@ class EventRuleOverride(_Section):
     end_windows: int | None = Field(None, ge=1, le=1000)
     min_duration_s: float | None = Field(None, ge=0)
     update_every_s: float | None = Field(None, gt=0)
+
+    _yaml = model_validator(mode="before")(_no_yaml_booleans)
 
 
 class EventsConfig(_Section):
