@@ -31,6 +31,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "vbw.bench.cmd_reconnect",
         "camera outages: time to the first frame once it is back",
     ),
+    ("bench", "events"): ("vbw.bench.cmd_events", "time from a motion's first frame to its start event's ack"),
 }
 
 
