@@ -1,4 +1,5 @@
-"""`vbw eval`: top-1 accuracy of a model directory on freshly generated clips, through real video."""
+"""`vbw eval`: top-1 accuracy of a model directory on freshly generated clips, through real video;
+for a model that can say `none`, also its none rates, calibration error and out-of-distribution AUROC."""
 
 from __future__ import annotations
 
@@ -12,7 +13,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", type=Path, default=Path("models/vbw-motion-small"), help="model directory")
     parser.add_argument("--backend", default="onnxruntime", help="onnxruntime | torch | tensorrt")
     parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | int8")
-    parser.add_argument("--clips", type=int, default=500, help="clips to generate (labels round robin)")
+    parser.add_argument(
+        "--clips", type=int, default=500, help="motion clips to generate (labels round robin)"
+    )
+    parser.add_argument("--static-clips", type=int, help="static scenes (default: 2/5 of --clips)")
+    parser.add_argument(
+        "--none-clips", type=int, help="clips per other training none family (default: 1/10 of --clips)"
+    )
+    parser.add_argument(
+        "--ood-clips", type=int, help="clips per held-out (never trained) family (default: 1/5 of --clips)"
+    )
+    parser.add_argument("--no-open-set", action="store_true", help="motions only, even for an open-set model")
     parser.add_argument("--seed", type=int, default=1000, help="clip seed; use one never used in training")
     parser.add_argument(
         "--frames",
@@ -36,6 +47,9 @@ def run(args: argparse.Namespace) -> int:
     if args.clips <= 0:
         print("vbw eval: --clips must be positive", file=sys.stderr)
         return 2
+    if any(n is not None and n < 0 for n in (args.static_clips, args.none_clips, args.ood_clips)):
+        print("vbw eval: --static-clips, --none-clips and --ood-clips must not be negative", file=sys.stderr)
+        return 2
     if args.width % 2 or args.height % 2 or args.width <= 0 or args.height <= 0:
         print("vbw eval: --width and --height must be positive and even (H.264 yuv420p)", file=sys.stderr)
         return 2
@@ -45,14 +59,19 @@ def run(args: argparse.Namespace) -> int:
     from build_engine.evaluate import EvalSpec, evaluate
     from engines import load_engine
     from engines.base import EngineUnavailable
-    from engines.manifest import ModelDirError
+    from engines.manifest import ModelDirError, load_manifest
 
     try:
+        open_set = None if args.no_open_set else load_manifest(args.model, verify=False).open_set
         engine = load_engine(args.model, args.backend, args.precision)
     except (EngineUnavailable, ModelDirError, ValueError, FileNotFoundError) as e:
         print(f"vbw eval: {e}", file=sys.stderr)
         return 2
     meta = engine.metadata
+
+    def share(n: int | None, fraction: float) -> int:
+        return n if n is not None else max(1, round(args.clips * fraction))
+
     spec = EvalSpec(
         n=args.clips,
         seed=args.seed,
@@ -60,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
         height=args.height,
         fps=args.fps,
         analysis_fps=args.analysis_fps,
+        static_n=share(args.static_clips, 0.4),
+        none_n=share(args.none_clips, 0.1),
+        ood_n=share(args.ood_clips, 0.2),
     )
     t0 = time.time()
     try:
@@ -71,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
                 incremental=not args.whole_window,
                 jobs=args.jobs,
                 progress=not args.no_progress,
+                open_set=open_set,
             )
     except ValueError as e:
         print(f"vbw eval: {e}", file=sys.stderr)
@@ -84,5 +107,8 @@ def run(args: argparse.Namespace) -> int:
         f"| {'whole-window' if args.whole_window else 'stages'} | {time.time() - t0:.1f}s"
     )
     print(result.report())
+    report = result.extra.get("open_set")
+    if report is not None:
+        print("\n".join(report.lines()))
     print(f"accuracy={result.accuracy:.3f}")
     return 0

@@ -47,7 +47,7 @@ from contracts.graph import (
     graph_filename,
 )
 from engines.base import window_predecessors
-from engines.manifest import FileEntry, ModelManifest, Normalization, sha256_file
+from engines.manifest import FileEntry, ModelManifest, Normalization, OpenSet, sha256_file
 from videobert.model import VideoBERT, load_checkpoint, save_checkpoint
 
 OPSET = 18
@@ -283,6 +283,7 @@ def write_manifest(
     version: str,
     graphs: dict[str, dict[str, str]],
     training: dict[str, object],
+    open_set: OpenSet | None = None,
 ) -> ModelManifest:
     """Hash every file in the directory (model.json excepted) and write model.json."""
     cfg = model.cfg
@@ -306,16 +307,34 @@ def write_manifest(
         checkpoint=CHECKPOINT_NAME,
         files=files,
         training=training,
+        open_set=open_set,
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(by_alias=True, indent=2) + "\n")
     return manifest
+
+
+NONE_LABEL = "none"
+
+
+def open_set_of(model: VideoBERT, fitted: object) -> OpenSet | None:
+    """model.json's open_set for a model with a `none` label: the temperature its graphs apply
+    and the reject threshold `vbw train` fitted (0 when none was: the top label decides)."""
+    if NONE_LABEL not in model.cfg.labels:
+        return None
+    info = fitted if isinstance(fitted, dict) else {}
+    return OpenSet(
+        none_label=NONE_LABEL,
+        temperature=model.cfg.score_temperature,
+        reject_threshold=float(info.get("reject_threshold", 0.0)),
+        fitted_on=str(info.get("fitted_on", "")),
+    )
 
 
 def export_model(
     checkpoint: str | Path,
     out_dir: str | Path,
     name: str = "vbw-motion-small",
-    version: str = "0.1.0",
+    version: str = "0.2.0",
     precisions: tuple[str, ...] = PRECISIONS,
     calib_clips: int = 32,
     calib_seed: int = 1234,
@@ -332,6 +351,7 @@ def export_model(
     model = load_checkpoint(str(checkpoint))
     raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     training = raw.get("training", {}) if isinstance(raw.get("training"), dict) else {}
+    open_set = open_set_of(model, raw.get("open_set"))
     cfg = model.cfg
     if not cfg.labels:
         raise ExportError(f"{checkpoint}: the model has no labels")
@@ -412,7 +432,7 @@ def export_model(
             )
 
     save_checkpoint(model, str(out / CHECKPOINT_NAME))  # weights + config only
-    result.manifest = write_manifest(model, out, name, version, graphs, training)
+    result.manifest = write_manifest(model, out, name, version, graphs, training, open_set)
     total = sum(f.bytes for f in result.manifest.files.values())
     _log(f"wrote {out / MANIFEST_NAME}: {len(result.manifest.files)} files, {total / 1e6:.2f} MB in all")
     if total > SIZE_BUDGET_BYTES:

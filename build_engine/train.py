@@ -6,7 +6,11 @@
    the tokenizer never trains, the targets cannot collapse however the model moves.
 2. pretrain: hide ~30% of a window's frames and predict their visual words from the others.
 3. finetune: cross-entropy on labels + supervised contrastive loss on the L2-normalised
-   embedding, so windows of one label sit together in embedding space.
+   embedding, so windows of one label sit together in embedding space. Generated data has a
+   ninth label, `none` (still scenes, lighting changes, other content, scene cuts: the training
+   families of media.clips), a quarter of every batch.
+4. calibrate: temperature scaling of the scores and the reject threshold, both fitted on
+   held-out generated windows (a seed stream of their own), stored with the checkpoint.
 Finally the shipped codebook is re-clustered on the trained encoder, so `quantize()` gives the
 shipped model's own visual words (the tokenizer's codebook stays in the training state).
 
@@ -27,12 +31,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from build_engine import calibration
 from build_engine.datasets import ANALYSIS_FPS, ANALYSIS_FPS_RANGE, GeneratedClips, VideoFolderDataset
 from contracts.errors import VbwError
 from media import clips
 from videobert.model import VideoBERT, VideoBertConfig, load_checkpoint, save_checkpoint
 
 STAGES = ("codebook", "pretrain", "finetune", "done")
+# Seed-stream codes of the data that is not a training stage's: never the same windows.
+HELD_OUT_CODES = {"validate": 9, "calibrate": 10}
 STATE_NAME = "train_state.pt"
 FINAL_NAME = "model.pt"
 # Tag mixed into every training seed, so training streams never coincide with `vbw gen-clips`
@@ -47,7 +54,7 @@ class TrainConfig:
     kmeans_clips: int = 512  # x T frames clustered
     kmeans_iters: int = 25
     pretrain_steps: int = 300
-    finetune_steps: int = 1500
+    finetune_steps: int = 2000  # a quarter of each batch is `none`: 1500 motion batches' worth
     lr: float = 1e-3
     min_lr_frac: float = 0.03
     warmup_frac: float = 0.05
@@ -59,6 +66,7 @@ class TrainConfig:
     supcon_temperature: float = 0.1
     val_every: int = 500
     val_windows: int = 256
+    calib_windows: int = 2048  # held-out windows the temperature and reject threshold are fitted on
     ckpt_every: int = 200
     fps_range: tuple[float, float] = ANALYSIS_FPS_RANGE
     data: str | None = None  # folder dataset instead of generated clips
@@ -111,12 +119,20 @@ def kmeans(x: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
     return c
 
 
-def supcon_loss(emb: torch.Tensor, y: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Supervised contrastive loss (Khosla et al. 2020) on L2-normalised embeddings."""
+def supcon_loss(
+    emb: torch.Tensor, y: torch.Tensor, temperature: float, no_positives: int | None = None
+) -> torch.Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020) on L2-normalised embeddings.
+
+    Windows of label `no_positives` (`none`: many unrelated kinds of content) are not pulled
+    together; they only serve as negatives for the others.
+    """
     sim = emb @ emb.t() / temperature
     self_mask = torch.eye(len(y), dtype=torch.bool, device=emb.device)
     sim = sim.masked_fill(self_mask, -1e9)
     pos = (y[:, None] == y[None, :]) & ~self_mask
+    if no_positives is not None:
+        pos &= (y != no_positives)[:, None]
     log_prob = sim - torch.logsumexp(sim, dim=1, keepdim=True)
     has_pos = pos.any(1)
     per_anchor = -(log_prob * pos).sum(1) / pos.sum(1).clamp(min=1)
@@ -147,11 +163,22 @@ class Data:
 
     def __init__(self, cfg: TrainConfig, model_cfg: VideoBertConfig, folder: VideoFolderDataset | None):
         self.cfg, self.folder = cfg, folder
-        self.labels = list(folder.labels) if folder else list(clips.LABELS)
+        # Generated data follows the model's labels (any of the generator's: the motions, none).
+        generated = [lb for lb in model_cfg.labels if lb in clips.MODEL_LABELS]
+        if folder is None and model_cfg.labels and generated != list(model_cfg.labels):
+            raise ValueError(
+                f"labels {model_cfg.labels}: generated clips have only {list(clips.MODEL_LABELS)}; "
+                "train other labels from a folder dataset (--data)"
+            )
+        self.labels = list(folder.labels) if folder else list(model_cfg.labels or clips.MODEL_LABELS)
         self.model_cfg = model_cfg
 
+    @property
+    def none_index(self) -> int | None:
+        return self.labels.index(clips.NONE) if clips.NONE in self.labels else None
+
     def batch(self, stage: str, index: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        code = STAGES.index(stage) if stage in STAGES else 9
+        code = STAGES.index(stage) if stage in STAGES else HELD_OUT_CODES[stage]
         if self.folder is not None:
             x, y = self.folder.batch(index, batch_size, seed=self.cfg.seed * 10 + code)
         else:
@@ -355,7 +382,9 @@ def run_stage(
             logits, emb, _ = model.window_encoder.forward_train(feats)
             loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
             if cfg.supcon_weight > 0:
-                loss = loss + cfg.supcon_weight * supcon_loss(emb, y, cfg.supcon_temperature)
+                loss = loss + cfg.supcon_weight * supcon_loss(
+                    emb, y, cfg.supcon_temperature, no_positives=data.none_index
+                )
             acc = float((logits.argmax(1) == y).float().mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -430,7 +459,9 @@ def train(
         model.load_state_dict(raw["state_dict"])
     elif cfg.init:
         model = load_checkpoint(cfg.init)
-        labels = folder.labels if folder else list(clips.LABELS)
+        labels = folder.labels if folder else list(clips.MODEL_LABELS)
+        # Fine-tuning moves the logits: the old calibration no longer holds (calibrate refits it).
+        model.cfg.score_temperature = 1.0
         if model.cfg.labels != labels:
             log(f"init: {cfg.init}: new label head for {labels} (was {model.cfg.labels})")
             model.cfg.labels = labels
@@ -439,7 +470,7 @@ def train(
         model.train()
     else:
         torch.manual_seed(cfg.seed)
-        base = model_cfg or default_model_config(folder.labels if folder else list(clips.LABELS))
+        base = model_cfg or default_model_config(folder.labels if folder else list(clips.MODEL_LABELS))
         if folder is not None:
             base.labels = folder.labels
         model = VideoBERT(base)
@@ -481,14 +512,19 @@ def train(
         run_stage("finetune", model, tokenizer, opt, data, cfg, state, out, log, progress, val, stop_at)
         if model.cfg.input_mode == "features":
             recluster_codebook(model, data, cfg)
+        open_set = calibrate(model, data, cfg, log)
         state = TrainState(stage="done", step=0, history=state.history)
+        state.history.append({"stage": "calibrate", **open_set})
         save_state(out / STATE_NAME, model, tokenizer, None, state, cfg)
 
     final = out / FINAL_NAME
     model.eval()
-    save_checkpoint(
-        model, str(final), extra={"training": training_info(cfg, state, model, time.time() - wall0)}
-    )
+    extra: dict = {"training": training_info(cfg, state, model, time.time() - wall0)}
+    fitted = next((h for h in reversed(state.history) if h.get("stage") == "calibrate"), None)
+    if fitted is not None and "reject_threshold" in fitted:
+        extra["open_set"] = {k: v for k, v in fitted.items() if k != "stage"}
+        extra["training"]["calibration"] = extra["open_set"]
+    save_checkpoint(model, str(final), extra=extra)
     log(f"wrote {final}")
     return final
 
@@ -506,6 +542,55 @@ def recluster_codebook(model: VideoBERT, data: Data, cfg: TrainConfig) -> None:
     )
     model.window_encoder.codebook.copy_(kmeans(feats, model.cfg.codebook_size, cfg.kmeans_iters, cfg.seed))
     model.train()
+
+
+@torch.no_grad()
+def held_out_logits(model: VideoBERT, data: Data, cfg: TrainConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(raw label logits [N, C], labels [N]) of the held-out calibration windows."""
+    model.eval()
+    xs, ys = [], []
+    for i in range(max(1, cfg.calib_windows // cfg.batch_size)):
+        x, y = data.batch("calibrate", i, cfg.batch_size)
+        logits, _, _ = model.window_encoder.forward_train(model.encode_frames(x))
+        xs.append(logits.double().numpy())
+        ys.append(y.numpy())
+    model.train()
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def calibrate(model: VideoBERT, data: Data, cfg: TrainConfig, log: Callable[[str], None]) -> dict:
+    """Temperature scaling and the reject threshold, fitted on held-out generated windows.
+
+    Sets the model's `score_temperature` (the exported graphs apply it) and returns what the
+    checkpoint and model.json record. A folder dataset has no held-out stream: its scores stay
+    as trained (temperature 1) and it gets no reject threshold.
+    """
+    if data.folder is not None or data.none_index is None or model.cfg.multi_label:
+        model.cfg.score_temperature = 1.0
+        log("calibrate: skipped (generated data with a `none` label only); temperature 1")
+        return {"temperature": 1.0}
+    t0 = time.time()
+    logits, y = held_out_logits(model, data, cfg)
+    temperature = calibration.fit_temperature(logits, y)
+    before = calibration.softmax(logits)
+    after = calibration.softmax(logits / temperature)
+    threshold = calibration.choose_threshold(after, y, data.labels, clips.NONE)
+    model.cfg.score_temperature = temperature
+    info = {
+        "temperature": round(temperature, 6),
+        "reject_threshold": threshold,
+        "fitted_on": f"{len(y)} held-out generated windows (seed stream calibrate)",
+        "nll_before": round(calibration.nll(logits, y, 1.0), 4),
+        "nll_after": round(calibration.nll(logits, y, temperature), 4),
+        "ece_before": round(calibration.ece(before, y), 4),
+        "ece_after": round(calibration.ece(after, y), 4),
+        "accuracy": round(float((after.argmax(1) == y).mean()), 4),
+    }
+    log(
+        f"calibrate: temperature {temperature:.3f} (ECE {info['ece_before']:.4f} -> {info['ece_after']:.4f}), "
+        f"reject threshold {threshold:.2f}, on {len(y)} held-out windows in {time.time() - t0:.1f}s"
+    )
+    return info
 
 
 def training_info(cfg: TrainConfig, state: TrainState, model: VideoBERT, wall_s: float) -> dict:
@@ -534,7 +619,7 @@ def steps_for_minutes(cfg: TrainConfig, minutes: float, log: Callable[[str], Non
     work; only choosing them depends on this machine's speed.
     """
     torch.set_num_threads(cfg.threads)
-    model = VideoBERT(default_model_config(list(clips.LABELS)))
+    model = VideoBERT(default_model_config(list(clips.MODEL_LABELS)))
     data = Data(cfg, model.cfg, None)
     opt = make_optimizer(model, cfg)
     times = []

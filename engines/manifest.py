@@ -6,6 +6,7 @@ The manifest is the contract between `vbw export` (writer) and every engine (rea
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +29,29 @@ class Normalization(BaseModel):
     std: tuple[float, float, float]
 
 
+class OpenSet(BaseModel):
+    """How a model says "nothing": its `none` label, its calibration and its reject rule.
+
+    The scores every engine returns are already calibrated (`temperature` is applied inside the
+    window graphs; it is recorded here so the raw scores can be recovered, as `vbw eval` does
+    for the calibration error before). A window is read as a motion only when that motion is the
+    top label and its score is at least `reject_threshold`; otherwise it is `none_label`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    none_label: str = "none"
+    temperature: float = Field(gt=0)  # scores = softmax(logits / temperature)
+    reject_threshold: float = Field(ge=0, le=1)  # least top motion score that names a motion
+    fitted_on: str = ""  # what the temperature and the threshold were fitted on
+
+    def decide(self, scores: Sequence[float], labels: Sequence[str]) -> str:
+        """The open-set decision for one window's scores: its motion, or `none_label`."""
+        best = max(range(len(labels)), key=lambda i: scores[i])
+        if labels[best] == self.none_label or scores[best] < self.reject_threshold:
+            return self.none_label
+        return labels[best]
+
+
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_: Literal["vbw.model/v1"] = Field("vbw.model/v1", alias="schema")
@@ -48,6 +72,9 @@ class ModelManifest(BaseModel):
     checkpoint: str | None = None
     files: dict[str, FileEntry]  # sha256 of every file in the directory, by relative name
     training: dict[str, object] = Field(default_factory=dict)
+    # Models that can say "nothing" (a `none` label, calibrated scores, a reject threshold);
+    # None for models that must always name one of their labels.
+    open_set: OpenSet | None = None
 
 
 def sha256_file(path: Path) -> str:

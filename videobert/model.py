@@ -55,6 +55,10 @@ class VideoBertConfig:
     input_mode: Literal["features", "tokens"] = "features"
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    # Temperature scaling (Guo et al. 2017): scores = softmax(logits / T), T fitted on held-out
+    # clips after training so a score of 0.8 is right about 80% of the time. A constant in the
+    # exported graphs, so every engine gives the same calibrated scores; training sees raw logits.
+    score_temperature: float = 1.0
 
     @property
     def num_labels(self) -> int:
@@ -299,8 +303,10 @@ class WindowEncoder(nn.Module):
         return self.head_labels(cls), e
 
     def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens [B, T, d] -> (scores [B, C], embedding [B, E]): the window_encoder graph."""
+        """Tokens [B, T, d] -> (calibrated scores [B, C], embedding [B, E]): the window_encoder graph."""
         logits, embedding = self.heads(self.encode_tokens(tokens))
+        if self.cfg.score_temperature != 1.0:
+            logits = logits / self.cfg.score_temperature
         scores = torch.sigmoid(logits) if self.cfg.multi_label else F.softmax(logits, dim=-1)
         return scores, embedding
 

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
             self.windows = 0
             self.judged = 0
             self.right = 0
+            self.across_cuts = 0
+            self.cuts_none = 0  # windows spanning a cut that the model called `none`
 
         def publish(self, result: WindowResult, done: DeliveryCallback) -> None:
             m = result.message
@@ -90,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
                 line += f"   [true: {truth}{'' if ok else '  <- wrong'}]"
             elif segments:
                 line += "   [spans a cut]"
+                self.across_cuts += 1
+                self.cuts_none += m.labels[0].label == "none"
             print(line, flush=True)
             self.windows += 1
             done(None)
@@ -136,5 +140,7 @@ def run(args: argparse.Namespace) -> int:
     summary = f"{sink.windows} windows in {took:.1f}s"
     if sink.judged:
         summary += f"; top-1 right in {sink.right}/{sink.judged} windows that lie within one segment"
+    if sink.across_cuts:
+        summary += f"; {sink.cuts_none}/{sink.across_cuts} windows spanning a cut said none"
     print(summary)
     return rc

@@ -64,6 +64,7 @@ def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None
     assert (m.labels, m.num_frames, tuple(m.image_size)) == (["a", "b", "c", "d", "e"], 8, (32, 32))
     assert (m.feature_dim, m.token_dim) == (TINY["feature_dim"], TINY["d_model"])
     assert m.checkpoint == CHECKPOINT_NAME and m.training == {"note": "random init, tests only"}
+    assert m.open_set is None  # no `none` label: the top label always names one
     assert m.normalization.mean == (0.5, 0.5, 0.5)
 
 
@@ -254,3 +255,42 @@ def test_manifest_json_is_readable_without_pydantic(tiny_model_dir: Path) -> Non
     doc = json.loads((tiny_model_dir / MANIFEST_NAME).read_text())
     assert doc["schema"] == "vbw.model/v1"
     assert doc["graphs"]["fp32"][FRAME_ENCODER] == graph_filename(FRAME_ENCODER, "fp32")
+
+
+def test_open_set_model_bakes_its_temperature_and_records_the_reject_rule(tmp_path: Path) -> None:
+    """A model with `none`: every engine's scores are softmax(logits / T) (T inside the window
+    graphs), and model.json's open_set holds T and the threshold training fitted."""
+    import onnxruntime as ort
+    import torch
+
+    from engines import load_engine
+    from engines.manifest import OpenSet
+    from videobert.model import VideoBERT, VideoBertConfig, save_checkpoint
+
+    torch.manual_seed(0)
+    fields = {**TINY, "labels": ["up", "down", "none"], "motion_channels": 8, "score_temperature": 0.5}
+    model = VideoBERT(VideoBertConfig(**fields)).eval()
+    fitted = {"temperature": 0.5, "reject_threshold": 0.7, "fitted_on": "tests"}
+    save_checkpoint(model, str(tmp_path / "os.pt"), {"open_set": fitted})
+    m = export_model(
+        tmp_path / "os.pt", tmp_path / "os", precisions=("fp32",), calib_clips=4, check_clips=4
+    ).manifest
+    assert m.open_set == OpenSet(none_label="none", temperature=0.5, reject_threshold=0.7, fitted_on="tests")
+    assert load_manifest(tmp_path / "os").open_set == m.open_set  # written and read back
+    t, (h, w) = m.num_frames, m.image_size
+    clips = np.random.default_rng(1).integers(0, 256, (3, t, h, w, 3), dtype=np.uint8)
+    with torch.no_grad():
+        logits, _, _ = model.window_encoder.forward_train(model.encode_frames(torch.from_numpy(clips)))
+    want = torch.softmax(logits / 0.5, dim=-1).numpy()
+    sess = ort.InferenceSession(str(tmp_path / "os" / graph_filename(WHOLE_WINDOW, "fp32")))
+    np.testing.assert_allclose(sess.run(None, {CLIPS: clips})[0], want, atol=1e-5)
+    for backend in ("onnxruntime", "torch"):
+        with load_engine(tmp_path / "os", backend, "fp32") as engine:
+            np.testing.assert_allclose(engine.infer_windows(clips)[0], want, atol=1e-5)
+    # The decision: the top motion at or over the threshold, else none.
+    os_ = m.open_set
+    assert os_.decide([0.8, 0.1, 0.1], m.labels) == "up"
+    assert os_.decide([0.6, 0.1, 0.3], m.labels) == "none"  # top motion under 0.7
+    assert os_.decide([0.3, 0.2, 0.5], m.labels) == "none"
+    with pytest.raises(ValueError):
+        OpenSet(temperature=0.0, reject_threshold=0.5)

@@ -118,6 +118,45 @@ def test_checkpoint_load_errors_name_the_file(tmp_path: Path) -> None:
         load_checkpoint(str(missing))
 
 
+def test_open_set_training_calibrates_and_records_the_reject_rule(tmp_path: Path) -> None:
+    """With the `none` label, training ends by fitting the temperature and the reject threshold on
+    held-out windows; the model applies the temperature to its scores, raw logits train."""
+    cfg = VideoBertConfig(**MINIMAL, labels=list(clips.MODEL_LABELS), num_frames=4)
+    final = train(
+        tiny_train_config(calib_windows=32),
+        tmp_path / "os",
+        model_cfg=cfg,
+        progress=False,
+        log=lambda _: None,
+    )
+    raw = torch.load(final, weights_only=True)
+    fitted = raw["open_set"]
+    model = load_checkpoint(str(final))
+    assert model.cfg.labels[-1] == clips.NONE
+    assert fitted["temperature"] == pytest.approx(model.cfg.score_temperature, rel=1e-5)
+    assert model.cfg.score_temperature != 1.0 and 0.0 <= fitted["reject_threshold"] < 1.0
+    assert fitted["nll_after"] <= fitted["nll_before"] + 1e-9  # the fit can only lower held-out NLL
+    assert raw["training"]["calibration"] == fitted
+    with torch.no_grad():
+        x = torch.randint(0, 256, (2, 4, 32, 32, 3), dtype=torch.uint8)
+        logits, _, _ = model.window_encoder.forward_train(model.encode_frames(x))
+        scores, _ = model(x)
+    want = torch.softmax(logits / model.cfg.score_temperature, dim=-1)
+    torch.testing.assert_close(scores, want)
+    # A model without `none` (the old 8 motions) keeps its scores as trained, and no reject rule.
+    plain = train(
+        tiny_train_config(), tmp_path / "plain", model_cfg=tiny_model(), progress=False, log=lambda _: None
+    )
+    raw = torch.load(plain, weights_only=True)
+    assert "open_set" not in raw and load_checkpoint(str(plain)).cfg.score_temperature == 1.0
+
+
+def test_generated_data_refuses_labels_it_cannot_draw(tmp_path: Path) -> None:
+    cfg = VideoBertConfig(**MINIMAL, labels=["jump", "none"], num_frames=4)
+    with pytest.raises(ValueError, match="folder dataset"):
+        train(tiny_train_config(), tmp_path / "x", model_cfg=cfg, progress=False, log=lambda _: None)
+
+
 def test_kmeans_and_supcon() -> None:
     g = torch.Generator().manual_seed(0)
     centres = torch.tensor([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
@@ -131,3 +170,10 @@ def test_kmeans_and_supcon() -> None:
     good = torch.nn.functional.normalize(torch.tensor([[1.0, 0], [1, 0.01], [0, 1], [0.01, 1]]), dim=1)
     bad = good[[0, 2, 1, 3]]
     assert supcon_loss(good, y, 0.1) < supcon_loss(bad, y, 0.1)
+    # Label 1 (`none`: unrelated content) is not pulled together: as if each of its windows were
+    # alone in its class, so only label 0's anchors count.
+    for emb in (good, bad):
+        torch.testing.assert_close(
+            supcon_loss(emb, y, 0.1, no_positives=1), supcon_loss(emb, torch.tensor([0, 0, 2, 3]), 0.1)
+        )
+    assert supcon_loss(bad, y, 0.1, no_positives=1) != supcon_loss(bad, y, 0.1)
