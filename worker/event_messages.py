@@ -74,12 +74,12 @@ class EventMessage(BaseModel):
     zone: str | None = Field(description="zone name, null for the whole frame")
     label: str
     start_time: float = Field(
-        description="estimated start, capture time (unix seconds): the centre of the segment's first window "
-        "less half a stride"
+        description="estimated start, capture time (unix seconds): the first frame of the segment's first "
+        "window less half a stride"
     )
     end_time: float = Field(
-        description="estimated end so far: the centre of its last window at or above the off-threshold plus "
-        "half a stride"
+        description="estimated end so far: the last frame of its last window at or above the off-threshold, "
+        "plus a frame and half a stride"
     )
     start_pts: float = Field(description="start_time in source time (pts, seconds)")
     end_pts: float = Field(description="end_time in source time (pts, seconds)")

@@ -138,10 +138,12 @@ def resolve_rules(cfg: EventsConfig, model_labels: Sequence[str]) -> dict[str, R
 
 def window_view(w: Window, scores: Mapping[str, float], stride: int) -> WindowView:
     """A window as the segmenter sees it: times of its centre (its capture_time is its newest
-    frame's; the pts span says how far back its first frame is) and half a stride in seconds
-    (from the window's own frame period)."""
-    span = w.end_pts - w.start_pts
+    frame's; the pts span says how far back its first frame is), and how far a segment starting
+    or ending with it reaches beyond: to its first frame less half a stride, to its last frame
+    plus a frame and half a stride (worker.segmenter; the frame period from the window itself)."""
+    span = max(0.0, w.end_pts - w.start_pts)
     period = span / (w.frames - 1) if w.frames > 1 else 0.0
+    half_stride = stride * period / 2.0
     return WindowView(
         window_id=w.window_id,
         start_seq=w.start_seq,
@@ -150,7 +152,8 @@ def window_view(w: Window, scores: Mapping[str, float], stride: int) -> WindowVi
         pts=w.start_pts + span / 2.0,
         scores=scores,
         payload=w,
-        half=max(0.0, stride * period / 2.0),
+        lead=span / 2.0 + half_stride,
+        tail=span / 2.0 + period + half_stride,
     )
 
 
@@ -303,7 +306,13 @@ class EventStage:
         m = self.metrics
         label_stream = m.stream(stream_id)
         for e in events:
-            out.append(event_message(stream_id, e, self.model))
+            try:
+                out.append(event_message(stream_id, e, self.model))
+            except ValueError as err:  # not a valid vbw.event/v1 (cannot happen from valid windows)
+                log.error(
+                    "stream %s: %s %s event not valid, not published: %s", stream_id, e.label, e.type, err
+                )
+                continue
             m.events.labels(label_stream, e.label, e.type).inc()
             if e.type == "start":
                 m.segments_open.labels(label_stream, e.label).inc()
@@ -323,10 +332,10 @@ def event_message(stream_id: str, e: SegmentEvent, model: EventModelRef) -> Even
         source_id=source,
         zone=zone,
         label=e.label,
-        start_time=e.first.time - e.first.half,
-        end_time=e.last.time + e.last.half,
-        start_pts=e.first.pts - e.first.half,
-        end_pts=e.last.pts + e.last.half,
+        start_time=e.first.time - e.first.lead,
+        end_time=e.last.time + e.last.tail,
+        start_pts=e.first.pts - e.first.lead,
+        end_pts=e.last.pts + e.last.tail,
         start_seq=e.first.start_seq,
         end_seq=e.last.end_seq,
         start_window_id=e.first.window_id,

@@ -16,11 +16,14 @@ reset that caused it, still ends the segment, with the same end event.
 
 A segment runs from its first window at or above `on` to its last window at or above `off`;
 windows of a trailing run below `off` that did not reach `m` count again once a window comes
-back above `off`. A window stands for the stride around its centre (the capture time and source
-pts of its middle frame, +- `half` a stride), so a segment's estimated boundaries lie halfway
-between the centres of the last window without the label and the first with it. Durations and
-update periods are measured in pts between centres (stream time, deterministic on a replay; a
-file read faster than real time has capture times closer together than its pts).
+back above `off`. A model that names a label only for windows showing it throughout (windows
+across a scene cut or a change read `none`) puts the true start between the first frame of the
+first window with the label and that of the window a stride before, so the segment's estimated
+start is its first window's first frame less half a stride (`lead` before the window's centre),
+and its end the last window's last frame plus a frame and half a stride (`tail` after it).
+`min_duration_s` is measured on that estimate, update periods between window centres, both in
+pts (stream time, deterministic on a replay; a file read faster than real time has capture times
+closer together than its pts).
 
 Everything here is a function of the windows fed in, so a replay of the same windows from the
 same state gives the same events. `StreamSegmenter.to_dict`/`from_dict` round-trip the state
@@ -68,7 +71,8 @@ class WindowView:
     pts: float  # source pts of the window's centre, seconds
     scores: Mapping[str, float]  # label -> score, at least the labels of interest
     payload: Any = None  # opaque, handed to the snapshot callback (the window's key image)
-    half: float = 0.0  # half a stride, seconds: the window stands for [centre - half, centre + half]
+    lead: float = 0.0  # seconds from a segment's estimated start to this window's centre, if it is the first
+    tail: float = 0.0  # seconds from its centre to the estimated end, if it is the last
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +84,12 @@ class Mark:
     end_seq: int
     time: float
     pts: float
-    half: float = 0.0
+    lead: float = 0.0
+    tail: float = 0.0
 
     @classmethod
     def of(cls, w: WindowView) -> Mark:
-        return cls(w.window_id, w.start_seq, w.end_seq, w.time, w.pts, w.half)
+        return cls(w.window_id, w.start_seq, w.end_seq, w.time, w.pts, w.lead, w.tail)
 
 
 @dataclass(slots=True)
@@ -165,7 +170,8 @@ class Track:
             self.last = Mark.of(w)
             self.stats.add(w, score, snap)
             assert self.first is not None
-            if self.stats.count >= r.k and self.last.pts - self.first.pts >= r.min_duration_s - 1e-9:
+            span = (self.last.pts + self.last.tail) - (self.first.pts - self.first.lead)
+            if self.stats.count >= r.k and span >= r.min_duration_s - 1e-9:
                 self.phase, self.last_event_pts = "open", w.pts
                 return [self._event("start")]
             return []
@@ -315,13 +321,13 @@ class StreamSegmenter:
 
 
 def _mark_out(m: Mark | None) -> list | None:
-    return None if m is None else [m.window_id, m.start_seq, m.end_seq, m.time, m.pts, m.half]
+    return None if m is None else [m.window_id, m.start_seq, m.end_seq, m.time, m.pts, m.lead, m.tail]
 
 
 def _mark_in(v: Any) -> Mark | None:
     if v is None:
         return None
-    return Mark(str(v[0]), int(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]))
+    return Mark(str(v[0]), int(v[1]), int(v[2]), float(v[3]), float(v[4]), float(v[5]), float(v[6]))
 
 
 def _stats_out(s: Stats) -> dict[str, Any]:

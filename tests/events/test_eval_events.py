@@ -65,6 +65,11 @@ def test_the_command_runs_the_pipeline_and_reports(default_model_dir, tmp_path, 
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["true_segments"] >= 2 and report["rules"]["default"]["on_threshold"] == 0.7
     assert 0.0 <= report["f1"] <= 1.0 and isinstance(report["static_events"], int)
+    assert isinstance(report["static_drift_events"], int) and set(report["static_drift"]) == {
+        "vx",
+        "vy",
+        "spin",
+    }
     assert report["stride_s"] == pytest.approx(0.8)
     assert "F1" in capsys.readouterr().out
     assert (tmp_path / "work" / "events.jsonl").is_file()

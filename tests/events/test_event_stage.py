@@ -104,10 +104,11 @@ def test_a_stream_that_does_not_replay_gets_events_only():
     SCHEMA.validate(json.loads(start.to_json()))
     assert (start.stream_id, start.source_id, start.zone, start.label) == ("cam1/door", "cam1", "door", "a")
     assert start.start_window_id == "cam1/door-w2" and start.windows == 2
-    # the first window's centre less half a stride (2 frames at 5 fps)
-    assert start.start_time == pytest.approx(1000.0 + (2 + 1.5) / 5 - 0.2)
-    assert start.start_pts == pytest.approx((2 + 1.5) / 5 - 0.2)
-    assert start.end_pts - start.start_pts == pytest.approx(2 * 0.4)  # two windows: two strides
+    # the first window's first frame (seq 2) less half a stride (2 frames at 5 fps)...
+    assert start.start_time == pytest.approx(1000.0 + 2 / 5 - 0.2)
+    assert start.start_pts == pytest.approx(2 / 5 - 0.2)
+    # ...to the last window's last frame (seq 7), plus a frame and half a stride
+    assert start.end_pts == pytest.approx(7 / 5 + 0.2 + 0.2)
     get = m.registry.get_sample_value
     assert get("vbw_events_total", {"stream": "cam1/door", "label": "a", "type": "start"}) == 1
     assert get("vbw_events_total", {"stream": "cam1/door", "label": "a", "type": "update"}) == 0
