@@ -256,6 +256,16 @@ class EventStage:
             self._seen.discard(st.frames)
         return st.cover
 
+    def suspend(self, stream_id: str) -> EventBatch | None:
+        """A replaying source's shutdown: no end events (the next run restores and goes on), but
+        the state as it is now is saved, so the last commit can pass the windows it covers."""
+        st = self._streams.get(stream_id)
+        batch = None
+        if st is not None and st.frames is not None and self.store is not None and st.cover:
+            batch = self._checkpointed(stream_id, st, [])
+        self.drop(stream_id)
+        return batch
+
     def streams(self) -> list[str]:
         return list(self._streams)
 

@@ -368,9 +368,13 @@ class InferenceStage:
                     out.held.extend(holds)
                     if batch is not None:
                         out.events.append(batch)
+                elif item.kind == "suspend":  # shutdown of a replaying source: save, keep the holds
+                    batch = ev.suspend(item.stream_id)
+                    if batch is not None:
+                        out.events.append(batch)
                 else:
                     refs = ev.drop(item.stream_id)
-                    if refs and item.kind == "drop":
+                    if refs:
                         out.released.append((item.stream_id, refs))
                 continue
             out.results.append(item)

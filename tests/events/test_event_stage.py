@@ -348,3 +348,19 @@ def test_a_reset_reaches_the_segmenter_behind_the_windows_cut_before_it():
     kinds = [e.type for b in out.events for e in b.events]
     assert kinds == ["start", "end"]  # the end came after every window of the run
     assert isinstance(out.events[0], EventBatch)
+
+
+def test_suspend_saves_the_state_without_events_so_the_last_commit_moves():
+    store = MemoryStateStore()
+    st = stage(store, every=100)
+    _, holds = run(st, "cam", [0.9, 0.9, 0.9, 0.9])  # open; windows 2-3 not covered by a checkpoint
+    batch = st.suspend("cam")
+    assert batch is not None and batch.events == [] and batch.cover == holds[2] + holds[3]
+    assert batch.checkpoint.state["tracks"]["a"]["phase"] == "open" and st.streams() == []
+    store.write(batch.checkpoint, lambda err: None)
+    again = stage(store)  # the next run goes on from there: no new start, the end when it comes
+    b, _ = again.window(result("cam", 4, 0.1))
+    assert b is None and again.skipped == 0
+    b, _ = again.window(result("cam", 5, 0.1))
+    assert [e.type for e in b.events] == ["end"] and b.events[0].windows == 4
+    assert stage(MemoryStateStore()).suspend("nobody") is None
