@@ -105,6 +105,12 @@ def run(args: argparse.Namespace) -> int:
             )
         for m in res.misses:
             print(f"{m['stream_id']}  {m['label']:<12} {m['start']:7.1f} s  missed")
+        for f in res.false:
+            a, b = f["window"]
+            print(
+                f"{f['stream_id']}  {f['label']:<12} false start, first window {a:.1f}-{b:.1f} s shows "
+                f"{' then '.join(f['timeline'])}"
+            )
         print()
     print(
         f"machine: {res.cores} cores, load average {res.load_before[0]:.1f} before, {res.load_after[0]:.1f} after; "
@@ -127,7 +133,10 @@ def run(args: argparse.Namespace) -> int:
             f"k-th window complete {_s(sp['triggered'])}, then pipeline to the ack {_s(sp['pipeline'])}; "
             f"motion frames in the first window, p50 {res.motion_frames_p50:.0f}"
         )
-    print(f"misses {len(res.misses)}, start events overlapping no motion of their label {res.false_starts}")
+    print(
+        f"misses {len(res.misses)}, start events overlapping no motion of their label {res.false_starts}, "
+        f"starts again within a motion {res.restarts}"
+    )
     print("the same windows replayed through the segmenter with other rules (pipeline time as measured):")
     for w in res.what_if:
         name = ", ".join(f"{k} {v}" for k, v in w.rule.items()) or "this run's rule"

@@ -200,7 +200,12 @@ class Outcome:
     timings: list[Timing]
     motions: int
     misses: list[Motion]
-    false_starts: int  # start events overlapping no motion of their label
+    false: list[Start]  # start events overlapping no motion of their label
+    restarts: int  # more starts within a motion already matched (its segment broke and began again)
+
+    @property
+    def false_starts(self) -> int:
+        return len(self.false)
 
     def pct(self, q: float, attr: str = "total") -> float:
         return percentile([getattr(t, attr) for t in self.timings], q)
@@ -216,6 +221,15 @@ def motions_of(stream_id: str, timeline: Mapping[str, Any]) -> list[Motion]:
         Motion(stream_id, s["label"], float(s["start"]), float(s["end"]))
         for s in timeline["segments"]
         if s["label"] != "none"
+    ]
+
+
+def under(timeline: Mapping[str, Any], a: float, b: float) -> list[str]:
+    """The timeline's segments a window from pts a to b shows (label, or none/family)."""
+    return [
+        s["label"] + (f"/{s['family']}" if s.get("family") else "")
+        for s in timeline["segments"]
+        if s["start"] <= b and s["end"] > a
     ]
 
 
@@ -289,7 +303,7 @@ def match(
                 ),
             )
         )
-    overlapping = 0
+    restarts, false = 0, []
     for s in starts:
         if id(s) in used:
             continue
@@ -300,9 +314,10 @@ def match(
             and s.first_start_pts < m.end
             for m in motions
         ):
-            overlapping += 1  # a second start within one motion: the segment broke and began again
-    false_starts = len(starts) - len(used) - overlapping
-    return Outcome(timings, len(motions), misses, false_starts)
+            restarts += 1
+        else:
+            false.append(s)
+    return Outcome(timings, len(motions), misses, false, restarts)
 
 
 def starts_of_events(
@@ -370,6 +385,9 @@ class EventsBenchResult:
     matched: int = 0
     misses: list[dict[str, Any]] = field(default_factory=list)
     false_starts: int = 0
+    # each false start: stream, label, its first window and what the timeline has there
+    false: list[dict[str, Any]] = field(default_factory=list)
+    restarts: int = 0
     dropped: int = 0  # frames dropped (late / overload): a loaded machine shows here
     p50_s: float = math.nan
     p95_s: float = math.nan
@@ -387,7 +405,8 @@ class EventsBenchResult:
 
 
 def _what_if_rules(base: EventRule) -> list[dict[str, Any]]:
-    """The run's rule and its neighbours: one window fewer or more, a lower on_threshold."""
+    """The run's rule and its neighbours: one window more or fewer, a lower on_threshold, and
+    one window fewer with a higher on_threshold (fewer windows to wait for, each surer)."""
     out: list[dict[str, Any]] = [{}]
     k, on, off = base.start_windows, base.on_threshold, base.off_threshold
     for kk in (k - 1, k + 1):
@@ -395,8 +414,10 @@ def _what_if_rules(base: EventRule) -> list[dict[str, Any]]:
             out.append({"start_windows": kk})
     if on - 0.1 >= off:
         out.append({"on_threshold": round(on - 0.1, 2)})
-        if k > 1:
-            out.append({"start_windows": k - 1, "on_threshold": round(on - 0.1, 2)})
+    if k > 1:
+        for higher in (0.1, 0.2, 0.3):
+            if on + higher <= 0.95 + 1e-9:
+                out.append({"start_windows": k - 1, "on_threshold": round(on + higher, 2)})
     return out
 
 
@@ -438,6 +459,17 @@ def run_events_bench(
     size = info.num_frames
     out = match(motions, starts_of_events(acked, windows), offsets, spec.fps)
     res.motions, res.matched, res.false_starts = out.motions, len(out.timings), out.false_starts
+    res.restarts = out.restarts
+    timelines = {f"cam{i:03d}": doc for i, (_, doc) in enumerate(clips)}
+    res.false = [
+        {
+            "stream_id": f.stream_id,
+            "label": f.label,
+            "window": [f.first_start_pts, f.first_end_pts],
+            "timeline": under(timelines[f.stream_id], f.first_start_pts, f.first_end_pts),
+        }
+        for f in out.false
+    ]
     res.misses = [asdict(m) for m in out.misses]
     res.timings = out.timings
     res.p50_s, res.p95_s = out.pct(50), out.pct(95)
