@@ -2,7 +2,7 @@
 
     events:
       labels: [move_left, move_right, grow]     # null = every label of the model except `none`
-      default: {on_threshold: 0.6, off_threshold: 0.4, start_windows: 2, end_windows: 2}
+      default: {on_threshold: 0.9, off_threshold: 0.4, start_windows: 1, end_windows: 2}
       rules:                                    # per label: only the keys that differ
         grow: {on_threshold: 0.8, min_duration_s: 2}
       changelog_topic: vbw.events.state         # required with a kafka source (docs/events.md)
@@ -42,10 +42,16 @@ def _no_yaml_booleans(data: Any) -> Any:
 
 class EventRule(_Section):
     """Hysteresis of one label (worker.segmenter.Rule: on, off, k, m). Not `on`/`off` as keys:
-    YAML reads those as booleans."""
+    YAML reads those as booleans.
+
+    Defaults: one sure window starts a segment. The open-set model names a motion only in windows
+    that show it throughout, so its first such window already comes 3 s (T=16 at 5 fps) after the
+    motion's first frame; a second window at 0.6 added a stride (0.8 s) to every start, taking
+    the time to event past 4 s (p50 4.23 s), and missed short motions. One window at 0.9: p50
+    3.42 s, and higher segment F1 with still no event on a static scene (BENCHMARKS.md, Events)."""
 
     on_threshold: Score = Field(
-        0.6,
+        0.9,
         description="a segment starts once the label's score is at or above this for start_windows windows "
         "in a row",
     )
@@ -53,7 +59,7 @@ class EventRule(_Section):
         0.4, description="and ends once it is below this for end_windows windows in a row (<= on_threshold)"
     )
     start_windows: int = Field(
-        2, ge=1, le=1000, description="windows at or above on_threshold that start a segment"
+        1, ge=1, le=1000, description="windows at or above on_threshold that start a segment"
     )
     end_windows: int = Field(2, ge=1, le=1000, description="windows below off_threshold that end it")
     min_duration_s: float = Field(
