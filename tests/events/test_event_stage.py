@@ -227,7 +227,11 @@ def test_snapshot_hook_is_called_when_the_peak_changes():
 def test_resolve_rules_in_model_order_and_unknown_labels_refused():
     cfg = EventsConfig(labels=["c", "a"], rules={"c": {"on_threshold": 0.7}})
     rules = resolve_rules(cfg, LABELS)
-    assert list(rules) == ["a", "c"] and rules["c"].on == 0.7 and rules["a"].on == EventsConfig().default.on_threshold
+    assert (
+        list(rules) == ["a", "c"]
+        and rules["c"].on == 0.7
+        and rules["a"].on == EventsConfig().default.on_threshold
+    )
     assert list(resolve_rules(EventsConfig(), ("none", "a"))) == ["a"]  # `none` is never of interest
     with pytest.raises(ValueError, match="not labels of the model: z"):
         resolve_rules(EventsConfig(labels=["z"]), LABELS)
