@@ -87,6 +87,22 @@ def test_bench_pipeline_events_mode_runs_and_reports(tmp_path: Path, default_mod
     assert ev["windows"] > 0 and ev["events"] >= 0 and ev["snapshots"] >= 0
 
 
+def test_the_live_search_finds_the_largest_sustained_n_from_any_guess() -> None:
+    from vbw.bench.pipeline import _search
+
+    for cap in (0, 1, 5, 37, 64):
+        for guess in (1, 4, 40, 64):
+            g, tried = _search(guess, 64), []
+            try:
+                n = next(g)
+                while True:
+                    tried.append(n)
+                    n = g.send(n <= cap)
+            except StopIteration as stop:
+                assert stop.value == cap, (cap, guess, tried)
+            assert len(tried) == len(set(tried))  # no N twice
+
+
 # -- matching, without threads ------------------------------------------------------------------
 FPS, T, S = 5.0, 16, 4
 HALF_SPAN = (T - 1) / FPS  # first to last frame of a window

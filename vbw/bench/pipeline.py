@@ -15,7 +15,8 @@ close the whole pipeline comes to its slowest stage.
    (`EVENTS_ZONES` per camera plus the whole frame, so 3 streams and 3x the windows per camera;
    segment events for every motion label to a JSONL events sink; snapshots to a temporary
    directory with retention), next to the ceilings of what that adds: decode with the zone
-   crops and key images, the segmenter, JPEG snapshot saves.
+   crops and key images, the segmenter, JPEG snapshot saves. The two searches run in lockstep,
+   a trial of each in turn, so outside load on shared cores falls on both alike.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -566,38 +567,26 @@ def _live_trial(
     trial.snapshots = s1 - s0
     made = f"  events {trial.events} snapshots {trial.snapshots}" if mode == "events" else ""
     progress(
-        f"  {n:3d} cameras: {'ok ' if trial.sustained else 'NO '} dropped {dropped} {reasons or ''} "
+        f"  {mode:<6} {n:3d} cameras: {'ok ' if trial.sustained else 'NO '} dropped {dropped} {reasons or ''} "
         f"windows {len(lat)}/{expected:.0f}  latency p50 {p50:.0f} ms p99 {p99:.0f} ms{made}"
     )
     return trial
 
 
-def capacity(
-    spec: BenchSpec,
-    video: Path,
-    engine: Any,
-    ceiling: float,
-    progress: Callable[[str], None],
-    mode: str = "plain",
-) -> Capacity:
-    """Largest sustained N: grow from the estimate of `ceiling` (the slowest stage, in camera
-    frames/s) until a trial fails, then bisect."""
-    tried: dict[int, Trial] = {}
-
-    def ok(n: int) -> bool:
-        if n not in tried:
-            tried[n] = live_trial(spec, video, engine, n, progress, mode)
-        return tried[n].sustained
-
-    guess = max(1, min(spec.max_streams, int(ceiling / spec.source_fps * 0.8)))
+def _search(guess: int, max_n: int) -> Generator[int, bool, int]:
+    """Largest sustained N: grow from `guess` until a trial fails, then bisect. Yields each N to
+    try, is sent whether it was sustained, returns the largest sustained N (0: none)."""
+    seen: dict[int, bool] = {}
     lo, hi = 0, None
     n = guess
     while hi is None:
-        if ok(n):
+        if n not in seen:
+            seen[n] = yield n
+        if seen[n]:
             lo = n
-            if n >= spec.max_streams:
+            if n >= max_n:
                 break
-            n = min(spec.max_streams, max(n + 1, int(n * 1.25)))
+            n = min(max_n, max(n + 1, int(n * 1.25)))
         else:
             hi = n
             if n == 1:
@@ -605,19 +594,53 @@ def capacity(
             if lo == 0:  # the guess was too high: come down until one passes
                 n = max(1, n // 2)
                 hi = None
-                if n in tried:
+                if n in seen:
                     break
     if hi is not None:
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if ok(mid):
+            if mid not in seen:
+                seen[mid] = yield mid
+            if seen[mid]:
                 lo = mid
             else:
                 hi = mid
-    cap = Capacity(mode, [tried[k] for k in sorted(tried)], lo)
-    if lo:
-        cap.p50_ms, cap.p99_ms = tried[lo].p50_ms, tried[lo].p99_ms
-    return cap
+    return lo
+
+
+def capacities(
+    spec: BenchSpec,
+    video: Path,
+    engine: Any,
+    plan: list[tuple[str, float]],
+    progress: Callable[[str], None],
+) -> list[Capacity]:
+    """One live search per (mode, ceiling: its slowest stage in camera frames/s), each starting
+    from 0.8 of that ceiling's estimate. The searches run in lockstep, one trial of each in turn,
+    so that a change in outside load on the shared cores falls on every mode alike."""
+    caps = [Capacity(mode) for mode, _ in plan]
+    tried: list[dict[int, Trial]] = [{} for _ in plan]
+    active: dict[int, tuple[Generator[int, bool, int], int]] = {}
+    for i, (_, ceiling) in enumerate(plan):
+        g = _search(max(1, min(spec.max_streams, int(ceiling / spec.source_fps * 0.8))), spec.max_streams)
+        active[i] = (g, next(g))
+    while active:
+        for i in list(active):
+            g, n = active[i]
+            trial = tried[i][n] = live_trial(spec, video, engine, n, progress, caps[i].mode)
+            try:
+                active[i] = (g, g.send(trial.sustained))
+            except StopIteration as stop:
+                del active[i]
+                cap = caps[i]
+                cap.max_streams = stop.value
+                cap.trials = [tried[i][k] for k in sorted(tried[i])]
+                if cap.max_streams:
+                    cap.p50_ms, cap.p99_ms = (
+                        tried[i][cap.max_streams].p50_ms,
+                        tried[i][cap.max_streams].p99_ms,
+                    )
+    return caps
 
 
 def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = print) -> BenchResult:
@@ -670,14 +693,7 @@ def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = pr
         f"end to end ({spec.parallel} unpaced sources): {res.e2e_fps:.0f} source frames/s "
         f"= {res.fraction:.2f} of the slowest stage ({res.slowest})"
     )
-    progress(f"live capacity ({spec.trial_seconds:g} s per trial after {spec.trial_warmup:g} s warm-up):")
-    plain = capacity(spec, video, engine, min(res.ceilings.values()), progress)
-    res.trials, res.max_streams, res.p50_ms, res.p99_ms = (
-        plain.trials,
-        plain.max_streams,
-        plain.p50_ms,
-        plain.p99_ms,
-    )
+    plan = [("plain", min(res.ceilings.values()))]
     if spec.events:
         res.events_ceilings["decode"] = statistics.median(dec_ev)
         res.events_ceilings_native["decode"] = (
@@ -689,14 +705,27 @@ def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = pr
         for k, v in sorted(res.events_ceilings.items(), key=lambda kv: kv[1]):
             progress(f"  {k:<15} {v:10.0f}   ({res.events_ceilings_native[k]})")
         progress(f"  {'snapshot':<15} {'':>10}   ({res.events_ceilings_native['snapshot']})")
-        progress(
-            f"events mode live capacity ({len(EVENTS_ZONES)} zones + whole frame per camera, events, snapshots):"
+        plan.append(("events", min(res.events_ceilings.values())))
+    progress(
+        f"live capacity ({spec.trial_seconds:g} s per trial after {spec.trial_warmup:g} s warm-up"
+        + (
+            f"; plain and events mode ({len(EVENTS_ZONES)} zones + whole frame per camera, events, snapshots) "
+            "in turn"
+            if spec.events
+            else ""
         )
-        # The search starts from the plain capacity's estimate scaled by the ceilings' ratio.
-        ceiling = min(res.events_ceilings.values())
-        if plain.max_streams:
-            ceiling = min(ceiling, plain.max_streams * spec.source_fps / 0.8)
-        res.events = capacity(spec, video, engine, ceiling, progress, "events")
+        + "):"
+    )
+    caps = capacities(spec, video, engine, plan, progress)
+    plain = caps[0]
+    res.trials, res.max_streams, res.p50_ms, res.p99_ms = (
+        plain.trials,
+        plain.max_streams,
+        plain.p50_ms,
+        plain.p99_ms,
+    )
+    if spec.events:
+        res.events = caps[1]
     res.load_after = os.getloadavg()
     engine.close()
     return res
