@@ -17,6 +17,11 @@ Crash safety for sources that replay (Kafka; their windows carry source refs):
   changes nothing.
 - A checkpoint is due when a batch has events, when the stream went back to idle, and after
   `checkpoint_every` dirty windows (bounding what a restart re-reads while a segment is open).
+- While a stream is not idle, one frame of its last checkpointed window (the *anchor*) stays held
+  until a later checkpoint is acked. A break comes after the frames of every window before it,
+  so the commit point cannot pass a break the saved state does not have, even when the break
+  still waits for the stream's next frame (a reset at the edge; frames off the grid are skipped
+  without a hold) or the worker stops before that frame: a replay reads the break again.
 - On the first window of a stream after a start or a revoke, the stage restores the stream's
   latest checkpoint; windows at or before its position are replays of applied windows: skipped.
 
@@ -163,6 +168,8 @@ class _Stream:
     frames: TP | None = None  # set for streams whose windows carry source refs
     cover: list[SourceRef] = field(default_factory=list)  # refs of dirty windows since the last checkpoint
     dirty: int = 0  # dirty windows since the last checkpoint
+    last_first: SourceRef | None = None  # first frame of the last window applied
+    anchor: SourceRef | None = None  # held while the stream is not idle (module doc)
 
 
 class EventStage:
@@ -202,12 +209,17 @@ class EventStage:
         view = window_view(w, scores, self.stride)
         if st.seg.applied(view):
             self.skipped += 1
+            if st.anchor is None and not st.seg.idle and self.store is not None and w.source_refs:
+                # a replay of a restored state that is not idle: anchor it before its next checkpoint
+                st.anchor = w.source_refs[0]
+                return None, [st.anchor]
             return None, []
         was_idle = st.seg.idle
         events = st.seg.apply(view)
         messages = self._messages(w.stream_id, events)
         if st.frames is None or self.store is None:  # nothing replays this stream
             return (EventBatch(w.stream_id, messages) if messages else None), []
+        st.last_first = w.source_refs[0] if w.source_refs else None
         if not messages and was_idle and st.seg.idle:
             return None, []  # clean: a replay from any idle state does the same (nothing)
         st.cover.extend(w.source_refs)
@@ -254,16 +266,18 @@ class EventStage:
             self.metrics.segments_open.labels(self.metrics.stream(stream_id), label).dec()
         if st.frames is not None:
             self._seen.discard(st.frames)
-        return st.cover
+        return st.cover + ([st.anchor] if st.anchor is not None else [])
 
     def suspend(self, stream_id: str) -> EventBatch | None:
         """A replaying source's shutdown: no end events (the next run restores and goes on), but
-        the state as it is now is saved, so the last commit can pass the windows it covers."""
+        the state as it is now is saved, so the last commit can pass the windows it covers, up to
+        the anchor of a stream that is not idle: it stays held (a break after it, read but not yet
+        applied, is read again by the next run)."""
         st = self._streams.get(stream_id)
         batch = None
         if st is not None and st.frames is not None and self.store is not None and st.cover:
             batch = self._checkpointed(stream_id, st, [])
-        self.drop(stream_id)
+        self.drop(stream_id)  # its anchor is not let go: the process ends
         return batch
 
     def streams(self) -> list[str]:
@@ -305,9 +319,23 @@ class EventStage:
         return st
 
     def _checkpointed(self, stream_id: str, st: _Stream, messages: list[EventMessage]) -> EventBatch:
+        """A checkpoint of the state as it is now; its batch releases the holds it covers, and
+        moves the anchor (module doc) to this state's last window, or lets it go if idle."""
         assert st.frames is not None
         ck = Checkpoint(stream_id, st.frames, st.seg.position(), st.seg.to_dict())
-        batch = EventBatch(stream_id, messages, ck, st.cover)
+        cover = st.cover
+        anchor = None if st.seg.idle else st.last_first
+        if anchor != st.anchor:
+            if anchor is not None and anchor in cover:
+                cover.remove(anchor)  # its cover hold stays, as the anchor's, until a later checkpoint
+                if st.anchor is not None:
+                    cover.append(st.anchor)
+                st.anchor = anchor
+            elif anchor is None and st.seg.idle and st.anchor is not None:
+                cover.append(st.anchor)
+                st.anchor = None
+            # else: the state's last window is not covered here; the old anchor, before it, stays
+        batch = EventBatch(stream_id, messages, ck, cover)
         st.cover, st.dirty = [], 0
         return batch
 

@@ -204,8 +204,9 @@ def test_drop_forgets_and_lets_go_of_extra_holds():
     _, holds = run(st, "cam", [0.9, 0.9, 0.9])
     assert m.registry.get_sample_value("vbw_segments_open", {"stream": "cam", "label": "a"}) == 1
     refs = st.drop("cam")
-    # the start's checkpoint covered windows 0-1; window 2 was not covered yet
-    assert refs == holds[2]
+    # the start's checkpoint covered windows 0-1; window 2 was not covered yet; and the anchor of
+    # the open segment, the first frame of the checkpoint's last window (1), held until a later one
+    assert refs == holds[2] + [holds[1][0]]
     assert m.registry.get_sample_value("vbw_segments_open", {"stream": "cam", "label": "a"}) == 0
     assert st.streams() == []
 
@@ -359,7 +360,11 @@ def test_suspend_saves_the_state_without_events_so_the_last_commit_moves():
     st = stage(store, every=100)
     _, holds = run(st, "cam", [0.9, 0.9, 0.9, 0.9])  # open; windows 2-3 not covered by a checkpoint
     batch = st.suspend("cam")
-    assert batch is not None and batch.events == [] and batch.cover == holds[2] + holds[3]
+    # it covers windows 2-3 and the start's anchor (window 1's first frame), but the segment is
+    # still open: window 3's first frame stays held as the new anchor, so the last commit stays
+    # before any break read after it and not yet applied (docs/events.md)
+    assert batch is not None and batch.events == []
+    assert sorted(batch.cover) == sorted([*holds[2], *holds[3][1:], holds[1][0]])
     assert batch.checkpoint.state["tracks"]["a"]["phase"] == "open" and st.streams() == []
     store.write(batch.checkpoint, lambda err: None)
     again = stage(store)  # the next run goes on from there: no new start, the end when it comes

@@ -15,7 +15,7 @@ from collections import deque
 
 import numpy as np
 from fake_engine import FakeEngine
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from worker.config import BatchingConfig, WindowsConfig
@@ -278,6 +278,22 @@ batching = st.fixed_dictionaries(
 )
 
 
+# A reset (seq 16) off the grid (stride 3) while a segment is open: its break waited for the
+# stream's next frame on the grid (18) and the frames between were skipped without a hold, so the
+# commit passed the reset once the last checkpoint (window 12-15, still open) was acked; the crash
+# at 16 then restarted after it and the input ended before a window could find the break by its
+# seqs: the segment's end was lost. Fixed by the anchor (worker/events.py).
+@example(
+    case=(
+        [("cam0", s, 0, s == 16) for s in [1, 2, 3, 4, 5, 6, *range(8, 19)]],
+        4,
+        3,
+        [4, 16],
+        1,
+    ),
+    batch={"max_batch": 1, "max_delay_ms": 0.0, "frame_max_batch": 1, "frame_max_delay_ms": 0.0},
+    seed=0,
+)
 @settings(max_examples=400, deadline=None)
 @given(case=inputs(), batch=batching, seed=st.integers(0, 2**32 - 1))
 def test_events_after_crashes_are_those_of_an_uninterrupted_run(case, batch, seed):
