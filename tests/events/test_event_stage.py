@@ -192,6 +192,28 @@ def test_a_break_ends_segments_and_a_replayed_break_is_skipped():
     assert st2.skipped == 1
 
 
+def test_an_open_segment_keeps_its_anchor_held_until_a_later_checkpoint():
+    # A break may wait for the stream's next frame (a reset off the grid); the frames between are
+    # skipped without a hold. The first frame of the last checkpointed window of a stream that is
+    # not idle stays held, so the commit cannot pass a break the saved state lacks.
+    store = MemoryStateStore()
+    st = stage(store, every=1)
+    batches, holds = run(st, "cam", [0.9, 0.9, 0.9])  # pending, start, open: a checkpoint each
+    covered = [r for b in batches for r in b.cover]
+    anchor = holds[2][0]  # window 2's first frame
+    assert sorted([*covered, anchor]) == sorted(r for h in holds for r in h)
+    # the break (idle again) lets the anchor go with its own checkpoint
+    batch, _ = st.close("cam", ("frames", 0, 9), 9)
+    assert anchor in batch.cover
+    # a replay of the restored open state anchors on its first skipped window
+    again = stage(store)
+    store.saved["cam"] = Checkpoint("cam", ("frames", 0), (8, 0), _open_state(8))
+    b, extra = again.window(result("cam", 1, 0.9))
+    assert b is None and again.skipped == 1 and extra == [("frames", 0, 2)]
+    b, extra = again.window(result("cam", 2, 0.9))  # skipped, already anchored
+    assert b is None and extra == []
+
+
 def _open_state(start: int) -> dict:
     st = stage(MemoryStateStore())
     run(st, "cam", [0.9, 0.9, 0.9, 0.9, 0.9], start0=start - 8)
