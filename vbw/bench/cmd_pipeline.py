@@ -46,6 +46,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also search the live capacity with events, 2 zones per camera and snapshots on, next to the plain one",
     )
+    parser.add_argument(
+        "--frame-queue",
+        type=int,
+        default=None,
+        help="pipeline.frame_queue of the live trials (default: the config's); with --events each camera "
+        "frame takes a slot per view",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
 
 
@@ -78,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         max_streams=args.max_streams,
         kbps=args.kbps,
         events=args.events,
+        frame_queue=args.frame_queue,
     )
     res = run_bench(spec, args.cache, progress=lambda s: print(s, flush=True))
     print()

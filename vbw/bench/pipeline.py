@@ -69,6 +69,9 @@ class BenchSpec:
     threads: int | None = None
     events: bool = False  # also search the live capacity with events, zones and snapshots on
     snapshot_max_count: int = 200  # retention of the events mode's snapshot store
+    # pipeline.frame_queue of the live trials (None: the config's default); in the events mode
+    # each camera frame takes one slot per view
+    frame_queue: int | None = None
 
     @property
     def src_per_analysed(self) -> float:
@@ -539,7 +542,8 @@ def _live_trial(
     if mode == "events":
         sinks.append(JsonlSink(tmp / "events.jsonl", name="events", events=True))
         extra = events_sections(spec, tmp / "snapshots")
-    cfg = _config(spec, [camera_source(video, i, mode) for i in range(n)], extra)
+    queue = {"frame_queue": spec.frame_queue} if spec.frame_queue else {}
+    cfg = _config(spec, [camera_source(video, i, mode) for i in range(n)], extra, **queue)
     p = Pipeline(cfg, engine=engine, sinks=sinks, install_signals=False)
     _run_pipeline(p)
     time.sleep(spec.trial_warmup)
