@@ -133,6 +133,21 @@ def test_lag_is_set_only_for_partitions_still_ours_and_a_lost_log_rewinds_once()
     assert lag(metrics, P1) is None
 
 
+def test_a_rewind_undone_by_a_rebalance_is_asked_for_again():
+    """The broker lost its log; the rewind was asked for, then a rebalance kept the partition and
+    sought it back to our position past the log's end. Without a second rewind the consumer waits
+    there for ever (seen once under load: no frame after a broker restart)."""
+    metrics = Metrics()
+    state = assigned(P0)
+    state.arrive(P0, 10)
+    state.skip(P0, 10)
+    assert state.observe_highwater(P0, 5, metrics) == 11  # past the log's end: rewind
+    state.revoke_prepare([P0])
+    assignment = state.assign([P0])
+    assert assignment.kept == {P0} and assignment.seeks == {P0: 11}  # back to our position
+    assert state.observe_highwater(P0, 5, metrics) == 11  # so the rewind is asked for again
+
+
 def test_source_and_network_threads_interleave_without_errors():
     """The rebalance listener runs at any time: records keep flowing while partitions move."""
     state = assigned(P0, P1)

@@ -207,6 +207,9 @@ class PartitionState:
                 self._rewinding.discard(tp)
                 self._lost_parts.append(tp)
                 self._lost_streams.extend(self._streams_of.pop(tp, ()))
+            # A kept partition is sought back to our position, which undoes a rewind in progress
+            # (a lost log): forget the rewind so the next high-watermark check asks for it again.
+            self._rewinding -= kept
             new = assigned - kept - set(self._book.assigned())
             for tp in new:
                 self._book.assign(tp, None)
