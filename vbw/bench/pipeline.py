@@ -89,6 +89,11 @@ class Trial:
     sustained: bool
     events: int = 0  # events published in the measured interval (events mode)
     snapshots: int = 0  # JPEG snapshots saved in the measured interval (events mode)
+    # CPU ms per camera-second over the measured interval, by thread role: sources (demux,
+    # decode, resize, zone crops, key images), inference (model stages, windows, segmenter,
+    # snapshot JPEGs), sink, other (the engine's own thread pool, the rest), total (the process).
+    # CPU time, not wall time: what each mode costs per camera, whatever else the cores run.
+    cpu_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -513,6 +518,33 @@ def end_to_end_rate(spec: BenchSpec, video: Path, engine: Any) -> float:
     return (r1 - r0) / (t1 - t0) * spec.src_per_analysed
 
 
+def _cpu_by_role(p: Pipeline) -> dict[str, float]:
+    """CPU seconds so far of the pipeline's threads by role (Linux /proc; {} elsewhere) and of
+    the whole process."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out = {"sources": 0.0, "inference": 0.0, "sink": 0.0}
+    try:
+        for name, t in list(p.runtime.threads.items()):
+            role = "sources" if name.startswith("source:") else name
+            if role not in out or t.native_id is None:
+                continue
+            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
+            fields = stat.rsplit(")", 1)[1].split()  # after the command name: state, ppid, ...
+            out[role] += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return {}
+    out["total"] = sum(os.times()[:2])
+    return out
+
+
+def _cpu_ms(before: dict[str, float], after: dict[str, float], camera_seconds: float) -> dict[str, float]:
+    if not before or not after:
+        return {}
+    d = {k: (after[k] - before[k]) * 1000 / camera_seconds for k in before}
+    d["other"] = d["total"] - d["sources"] - d["inference"] - d["sink"]
+    return {k: round(v, 2) for k, v in d.items()}
+
+
 def _snapshots_saved(p: Pipeline) -> int:
     store = getattr(p, "_snapshots", None)  # worker.snapshots.SnapshotStore, with snapshots on
     return store.saved if store is not None else 0
@@ -548,10 +580,12 @@ def _live_trial(
     _run_pipeline(p)
     time.sleep(spec.trial_warmup)
     d0, e0, s0 = _counter(p, "vbw_frames_dropped_total"), _counter(p, "vbw_events_total"), _snapshots_saved(p)
+    c0 = _cpu_by_role(p)
     t_start = time.time()
     time.sleep(spec.trial_seconds)
     t_end = time.time()
     d1, e1, s1 = _counter(p, "vbw_frames_dropped_total"), _counter(p, "vbw_events_total"), _snapshots_saved(p)
+    c1 = _cpu_by_role(p)
     p.stop("bench")
     p.join(30)
     reasons: dict[str, int] = {}
@@ -569,7 +603,10 @@ def _live_trial(
     trial = Trial(n, dropped, reasons, len(lat), p50, p99, dropped == 0 and len(lat) >= 0.8 * expected)
     trial.events = round(sum(v - e0.get(k, 0.0) for k, v in e1.items()))
     trial.snapshots = s1 - s0
+    trial.cpu_ms = _cpu_ms(c0, c1, n * (t_end - t_start))
     made = f"  events {trial.events} snapshots {trial.snapshots}" if mode == "events" else ""
+    if trial.cpu_ms:
+        made += "  CPU ms per camera-second: " + " ".join(f"{k} {v:.1f}" for k, v in trial.cpu_ms.items())
     progress(
         f"  {mode:<6} {n:3d} cameras: {'ok ' if trial.sustained else 'NO '} dropped {dropped} {reasons or ''} "
         f"windows {len(lat)}/{expected:.0f}  latency p50 {p50:.0f} ms p99 {p99:.0f} ms{made}"
