@@ -8,7 +8,8 @@ close the whole pipeline comes to its slowest stage.
 2. End to end: unpaced file sources (they block instead of dropping) through the whole pipeline;
    its frames/s over the slowest ceiling is the efficiency figure.
 3. Live capacity: N paced, looping file sources stand in for N cameras (a paced file drops
-   frames, reason "late", once it is a second behind, as a camera's buffer would overflow). The
+   frames, reason "late", once it is a second behind, as a camera's buffer would overflow; the
+   cameras play the clip from `phases` start points, so their loops do not coincide). The
    largest N with no dropped frame over the measured interval is the figure; p50/p99 latency is
    capture (when the camera took the frame) to the sink's ack, at that N.
 4. With `events` (issue 10): the same live search again with events, zones and snapshots on
@@ -27,7 +28,7 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ class BenchSpec:
     # pipeline.frame_queue of the live trials (None: the config's default); in the events mode
     # each camera frame takes one slot per view
     frame_queue: int | None = None
+    # Live cameras play the video from this many start points (0, 1/phases, ... of its length),
+    # so loops, and with them segment starts and snapshots, fall inside every measured interval.
+    phases: int = 4
 
     @property
     def src_per_analysed(self) -> float:
@@ -144,8 +148,9 @@ class BenchResult:
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def make_video(spec: BenchSpec, cache: Path) -> Path:
+def make_video(spec: BenchSpec, cache: Path, phase: int = 0) -> Path:
     """A camera-like H.264 clip of the project's generated content, made once and cached.
+    `phase` k > 0: the same periodic motion from k/phases of the clip's length on.
 
     Rendered and encoded in chunks: a 20 s 640x360 clip is 350 MB of raw frames.
     """
@@ -155,8 +160,9 @@ def make_video(spec: BenchSpec, cache: Path) -> Path:
 
     from media.clips import clip_rng, render_frames, sample_params
 
-    name = f"bench_{spec.width}x{spec.height}_{spec.source_fps:g}fps_{spec.video_seconds:g}s_{spec.kbps}k.mp4"
-    path = cache / name
+    name = f"bench_{spec.width}x{spec.height}_{spec.source_fps:g}fps_{spec.video_seconds:g}s_{spec.kbps}k"
+    path = cache / (name + (f"_p{phase}of{spec.phases}" if phase else "") + ".mp4")
+    offset = phase * spec.video_seconds / spec.phases
     if path.is_file():
         return path
     cache.mkdir(parents=True, exist_ok=True)
@@ -174,7 +180,7 @@ def make_video(spec: BenchSpec, cache: Path) -> Path:
             "bf": "0",
         }
         for start in range(0, n, 50):
-            times = np.arange(start, min(n, start + 50)) / spec.source_fps
+            times = np.arange(start, min(n, start + 50)) / spec.source_fps + offset
             for img in render_frames(params, spec.width, spec.height, times):
                 for pkt in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
                     out.mux(pkt)
@@ -551,15 +557,21 @@ def _snapshots_saved(p: Pipeline) -> int:
 
 
 def live_trial(
-    spec: BenchSpec, video: Path, engine: Any, n: int, progress: Callable[[str], None], mode: str = "plain"
+    spec: BenchSpec,
+    videos: Sequence[Path],
+    engine: Any,
+    n: int,
+    progress: Callable[[str], None],
+    mode: str = "plain",
 ) -> Trial:
+    """N cameras, camera i playing videos[i % len(videos)] (the phases of one clip)."""
     with tempfile.TemporaryDirectory(prefix="vbw-bench-") as tmp:
-        return _live_trial(spec, video, engine, n, progress, mode, Path(tmp))
+        return _live_trial(spec, videos, engine, n, progress, mode, Path(tmp))
 
 
 def _live_trial(
     spec: BenchSpec,
-    video: Path,
+    videos: Sequence[Path],
     engine: Any,
     n: int,
     progress: Callable[[str], None],
@@ -575,7 +587,7 @@ def _live_trial(
         sinks.append(JsonlSink(tmp / "events.jsonl", name="events", events=True))
         extra = events_sections(spec, tmp / "snapshots")
     queue = {"frame_queue": spec.frame_queue} if spec.frame_queue else {}
-    cfg = _config(spec, [camera_source(video, i, mode) for i in range(n)], extra, **queue)
+    cfg = _config(spec, [camera_source(videos[i % len(videos)], i, mode) for i in range(n)], extra, **queue)
     p = Pipeline(cfg, engine=engine, sinks=sinks, install_signals=False)
     _run_pipeline(p)
     time.sleep(spec.trial_warmup)
@@ -651,7 +663,7 @@ def _search(guess: int, max_n: int) -> Generator[int, bool, int]:
 
 def capacities(
     spec: BenchSpec,
-    video: Path,
+    videos: Sequence[Path],
     engine: Any,
     plan: list[tuple[str, float]],
     progress: Callable[[str], None],
@@ -668,7 +680,7 @@ def capacities(
     while active:
         for i in list(active):
             g, n = active[i]
-            trial = tried[i][n] = live_trial(spec, video, engine, n, progress, caps[i].mode)
+            trial = tried[i][n] = live_trial(spec, videos, engine, n, progress, caps[i].mode)
             try:
                 active[i] = (g, g.send(trial.sustained))
             except StopIteration as stop:
@@ -757,7 +769,8 @@ def run_bench(spec: BenchSpec, cache: Path, progress: Callable[[str], None] = pr
         )
         + "):"
     )
-    caps = capacities(spec, video, engine, plan, progress)
+    videos = [video] + [make_video(spec, cache, k) for k in range(1, spec.phases)]
+    caps = capacities(spec, videos, engine, plan, progress)
     plain = caps[0]
     res.trials, res.max_streams, res.p50_ms, res.p99_ms = (
         plain.trials,
