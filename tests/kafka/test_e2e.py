@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kafka_helpers import TopicReader, escaped_errors, expected_windows
 from services.tansu import FAST_GROUP, consume_all
-from worker_helpers import WorkerProc
+from worker_helpers import WorkerProc, accuracy_at_least
 
 from engines.manifest import load_manifest
 
@@ -130,7 +130,7 @@ def test_ingest_run_confluent_every_window_labelled_and_embedded(broker, shipped
     accuracy = right / len(complete)
     print(f"e2e over Kafka: {len(complete)} complete windows, top-1 accuracy {accuracy:.3f}")
     confusion = Counter((truth[d["stream_id"]], d["labels"][0]["label"]) for d in complete)
-    assert accuracy >= 0.90, f"top-1 {accuracy:.3f}; (true, predicted): {dict(confusion)}"
+    accuracy_note = f"top-1 {accuracy:.3f}; (true, predicted): {dict(confusion)}"
 
     for m in emb.snapshot():
         h = {k: v.decode() for k, v in m.headers()}
@@ -139,3 +139,4 @@ def test_ingest_run_confluent_every_window_labelled_and_embedded(broker, shipped
         assert abs(float(np.linalg.norm(vec)) - 1.0) < 1e-3
         assert h["vbw-model-version"] == manifest.version
         assert m.key().decode() == docs[h["window_id"]]["stream_id"]
+    accuracy_at_least(accuracy, 0.90, accuracy_note)
