@@ -11,7 +11,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, type=Path, help="vbw checkpoint (.pt) to export")
     parser.add_argument("--out", required=True, type=Path, help="model directory to write")
     parser.add_argument("--name", default="vbw-motion-small", help="model name recorded in model.json")
-    parser.add_argument("--version", default="0.2.0", help="model version recorded in model.json")
+    parser.add_argument("--version", default="0.2.1", help="model version recorded in model.json")
     parser.add_argument(
         "--precisions",
         default="fp32,fp16,int8",

@@ -15,7 +15,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", type=Path, help="start from this checkpoint and fine-tune only")
     parser.add_argument("--minutes", type=float, help="size the step counts to this wall-clock budget")
     parser.add_argument("--pretrain-steps", type=int, help="masked visual-word steps (default 300)")
-    parser.add_argument("--finetune-steps", type=int, help="label steps (default 2000)")
+    parser.add_argument("--finetune-steps", type=int, help="label steps (default 3000)")
     parser.add_argument("--batch-size", type=int, help="windows per step (default 32)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     parser.add_argument("--kmeans-clips", type=int, help="clips whose frames k-means clusters (default 512)")

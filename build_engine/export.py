@@ -334,7 +334,7 @@ def export_model(
     checkpoint: str | Path,
     out_dir: str | Path,
     name: str = "vbw-motion-small",
-    version: str = "0.2.0",
+    version: str = "0.2.1",
     precisions: tuple[str, ...] = PRECISIONS,
     calib_clips: int = 32,
     calib_seed: int = 1234,

@@ -54,7 +54,7 @@ class TrainConfig:
     kmeans_clips: int = 512  # x T frames clustered
     kmeans_iters: int = 25
     pretrain_steps: int = 300
-    finetune_steps: int = 2000  # a quarter of each batch is `none`: 1500 motion batches' worth
+    finetune_steps: int = 3000  # a quarter of each batch is `none`; small slow turns need the steps
     lr: float = 1e-3
     min_lr_frac: float = 0.03
     warmup_frac: float = 0.05
@@ -67,6 +67,7 @@ class TrainConfig:
     val_every: int = 500
     val_windows: int = 256
     calib_windows: int = 2048  # held-out windows the temperature and reject threshold are fitted on
+    none_share: float = 0.25  # of each generated batch, when `none` is a label
     ckpt_every: int = 200
     fps_range: tuple[float, float] = ANALYSIS_FPS_RANGE
     data: str | None = None  # folder dataset instead of generated clips
@@ -188,6 +189,7 @@ class Data:
                 image_size=self.model_cfg.image_size,
                 labels=tuple(self.labels),
                 fps_range=self.cfg.fps_range,
+                none_share=self.cfg.none_share,
             )
             x, y = gen.batch(index, batch_size)
         return torch.from_numpy(x), torch.from_numpy(y)

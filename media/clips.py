@@ -17,7 +17,7 @@ the same scenes (backgrounds, objects, distractors, noise) as the motions:
     lighting   training    the whole scene's brightness fades or switches (all channels alike)
     appear     training    the object fades or pops in and out where it is
     recolor    training    the object changes colour where it is
-    sway       training    the object swings back and forth (x, y or angle), no net motion
+    sway       training    the object swings back and forth (along x or y), no net motion
     cut        training    a scene cut inside the window (either side a motion or the above)
     texture    evaluation  no object; a churning texture of gratings drifting every which way
     crowd      evaluation  three to five objects at once, each with its own motion class
@@ -287,9 +287,11 @@ def sample_none(family: str, rng: np.random.Generator, span: tuple[float, float]
             blink_wave="square" if rng.random() < 0.5 else "triangle",
         )
     if family == "sway":  # at least one whole swing per 3.2 s window
-        axis = int(rng.integers(3))
+        # Along x or y only: swinging in angle looked too much like a small, slow turn (the
+        # model then called hard rotate_* clips none); `sway[2]` stays for other uses.
+        axis = int(rng.integers(2))
         amp = [0.0, 0.0, 0.0]
-        amp[axis] = float(rng.uniform(20, 50) * math.pi / 180 if axis == 2 else rng.uniform(0.04, 0.12))
+        amp[axis] = float(rng.uniform(0.04, 0.12))
         return dataclasses.replace(
             p, sway=tuple(amp), sway_period=float(rng.uniform(1.5, 3.0)), sway_phase=phase
         )  # type: ignore[arg-type]
