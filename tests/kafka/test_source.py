@@ -7,6 +7,7 @@ with the real pipeline and model is exercised in test_e2e.py.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -294,9 +295,10 @@ def test_kafka_streams_report_up_while_their_partition_is_ours(broker):
     t2.join(10)
 
 
-def test_a_log_that_went_back_resets_the_partition_and_reads_on(broker):
+def test_a_log_that_went_back_resets_the_partition_and_reads_on(broker, caplog):
     """The broker lost its log (restarted empty): offsets start below our position. The source
     catches the OffsetRegression, closes the partition's streams and commits on the new log."""
+    caplog.set_level(logging.INFO)  # on failure, the path it took is in the report
     broker.create_topics({"frames": 1})
     produce(broker.bootstrap, "frames", frame_records("cam", 30))
     ctx = PipelineSide()
@@ -310,7 +312,11 @@ def test_a_log_that_went_back_resets_the_partition_and_reads_on(broker):
     # Two paths, by timing: the consumer kept the partition and read below its position (the
     # OffsetRegression resets the streams), or it rejoined while the topic did not exist yet, lost
     # the partition (streams dropped) and got it back as new. Either way no window spans the logs.
-    assert ("cam", "offset_reset") in ctx.resets or ("cam",) in ctx.drops, (ctx.resets, ctx.drops)
+    assert ("cam", "offset_reset") in ctx.resets or ("cam",) in ctx.drops, (
+        ctx.resets,
+        ctx.drops,
+        [f"{r.name}: {r.getMessage()}" for r in caplog.records],
+    )
     assert [f.seq for f in ctx.frames] == list(range(40))
     assert [f.source_ref[2] for f in ctx.frames[30:]] == list(range(10))
     wait_for(
