@@ -296,6 +296,27 @@ class MetricsConfig(_Section):
     )
 
 
+class ApiConfig(_Section):
+    """The stream API (worker.api): GET /streams open, writes with a bearer token."""
+
+    enabled: bool = Field(False, description="serve the stream API (`vbw run` only)")
+    host: str = Field(
+        "127.0.0.1",
+        description="listen address; a port of its own, apart from /metrics, so the write API can be "
+        "bound or firewalled apart from the scrape port",
+    )
+    port: int = Field(9110, ge=0, le=65535, description="listen port (0 = any free port)")
+    token_file: Path | None = Field(
+        None,
+        description="file holding the bearer token writes need (a Kubernetes Secret mount; read at each "
+        "request, so a rotated Secret applies); null = every write is refused",
+    )
+    watch_config: bool = Field(
+        True, description="reload the config file when it changes (SIGHUP reloads it either way)"
+    )
+    watch_interval_s: float = Field(2.0, gt=0, description="how often the config file is checked")
+
+
 class LoggingConfig(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     json_lines: bool = Field(False, alias="json", description="one JSON object per log line")
@@ -361,6 +382,9 @@ class VbwConfig(BaseSettings):
         default_factory=lambda: [StdoutSinkConfig(type="stdout")], min_length=1, description="outputs"
     )
     metrics: MetricsConfig = MetricsConfig()
+    api: ApiConfig = Field(
+        default_factory=ApiConfig, description="stream API and config reload (docs/operations.md)"
+    )
     logging: LoggingConfig = LoggingConfig()
     pipeline: PipelineConfig = PipelineConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
