@@ -234,6 +234,31 @@ class Metrics:
             else:  # "all" now covers the streams left
                 self._publish_up(ALL_STREAMS)
 
+    def forget_stream(self, stream_id: str) -> None:
+        """A stream removed at runtime (stream API, config reload): its series go with it, so 100
+        cameras added and removed do not leave 100 stale series (with per-stream labels only)."""
+        self.stream_gone(stream_id)
+        if not self.per_stream_labels:
+            return
+        for c in (self.frames_received, self.decode_errors, self.windows_emitted, self.reconnects):
+            with contextlib.suppress(KeyError):
+                c.remove(stream_id)
+        for reason in FRAME_DROP_REASONS:
+            with contextlib.suppress(KeyError):
+                self.frames_dropped.remove(stream_id, reason)
+        labels = {
+            s.labels["label"]
+            for fam in self.segments_open.collect()
+            for s in fam.samples
+            if s.labels.get("stream") == stream_id
+        }
+        for label in labels:
+            with contextlib.suppress(KeyError):
+                self.segments_open.remove(stream_id, label)
+            for kind in EVENT_TYPES:
+                with contextlib.suppress(KeyError):
+                    self.events.remove(stream_id, label, kind)
+
     def consumer_lag(self, topic: str, partition: int, lag: int) -> None:
         self.kafka_lag.labels(topic, str(partition)).set(lag)
 
