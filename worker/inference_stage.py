@@ -108,6 +108,10 @@ class StreamOrder:
         """Tickets issued and not yet out."""
         return sum(self._issued[s] - self._due[s] for s in self._issued)
 
+    def pending(self, stream_id: str) -> int:
+        """Tickets of this stream issued and not yet out."""
+        return self._issued.get(stream_id, 0) - self._due.get(stream_id, 0)
+
     def ticket(self, stream_id: str) -> int:
         t = self._issued.get(stream_id, 0)
         self._issued[stream_id] = t + 1
@@ -184,6 +188,11 @@ class InferenceStage:
     def waiting(self) -> int:
         """Frames and windows waiting in the batchers."""
         return len(self._frames) + len(self._windows)
+
+    def pending(self, stream_id: str) -> bool:
+        """The stream still has windows inside (a batcher or the order gate), or a break due:
+        a stream being drained is done once this turns false (worker.pipeline)."""
+        return self._order.pending(stream_id) > 0 or stream_id in self._breaks_due
 
     def feed(self, items: Iterable[Frame | Control]) -> StageOutput:
         """Take frames and controls in queue order, run every batch that is due."""
