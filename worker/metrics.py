@@ -37,6 +37,7 @@ WINDOW_CLOSE_REASONS = (
     "offset_reset",
     "engine_error",
     "shutdown",
+    "model_swap",  # a stream with no frame for long during a model swap (worker.model_swap)
 )
 PARTIAL_POLICIES = ("padded", "emitted")
 EVENT_TYPES = ("start", "update", "end")
@@ -147,6 +148,12 @@ class Metrics:
             "vbw_publish_errors_total", "Windows a sink failed to deliver", ["topic"], registry=r
         )
         self.engine_info = Info("vbw_engine", "The loaded model and runtime", registry=r)
+        # Hot model swaps (worker.model_swap): switched | failed | unchanged.
+        self.model_swaps = Counter(
+            "vbw_model_swaps_total", "Hot model swap requests, by result", ["result"], registry=r
+        )
+        for result in ("switched", "failed", "unchanged"):
+            self.model_swaps.labels(result)
         # Segments (worker.events): events made, by type, and segments open now.
         self.events = Counter(
             "vbw_events_total",
