@@ -474,14 +474,25 @@ def _path(loc: tuple[int | str, ...]) -> str:
 
 
 def _problems(err: ValidationError) -> list[ConfigProblem]:
+    return problems_of(err.errors(include_url=False))
+
+
+def problems_of(errors: Any, drop_first: bool = False) -> list[ConfigProblem]:
+    """pydantic's error dicts as problems with dotted paths. `drop_first`: the location starts
+    with where the document was (FastAPI's "body"), and the entry itself may be a tagged union."""
     out = []
-    for e in err.errors(include_url=False):
+    for e in errors:
+        loc = tuple(e["loc"])
+        if drop_first:
+            loc = loc[1:]
+            if loc and loc[0] in _UNION_TAGS:
+                loc = loc[1:]
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown type {e['input'].get('type')!r}" if isinstance(e["input"], dict) else msg
-        out.append(ConfigProblem(_path(e["loc"]), msg))
+        out.append(ConfigProblem(_path(loc), msg))
     return out
 
 
