@@ -67,6 +67,9 @@ class GeneratedClips:
     # Share of each batch that is `none` (when it is a label): its content comes in several
     # families (clips.NONE_FAMILIES), so it gets more than one motion's share.
     none_share: float = 0.25
+    # Share of windows drawn in the hard corner of the scene space (`clips.harden`), every label
+    # alike. 0 is the plain draw, the one `vbw eval` and the tests' clips come from.
+    hard_share: float = 0.0
 
     def window(self, rng: np.random.Generator, label: str) -> np.ndarray:
         fps = float(rng.uniform(*self.fps_range))
@@ -76,6 +79,8 @@ class GeneratedClips:
         times = times + rng.uniform(0, 30)
         # A cut (a `none` family) falls between the window's first and last frames.
         params = clips.sample_params(label, rng, span=(float(times[0]), float(times[-1])))
+        if self.hard_share > 0 and rng.random() < self.hard_share:  # no draw at 0: streams unchanged
+            params = clips.harden(params, rng)
         s = self.image_size
         frames = clips.render_frames(params, s, s, times, aspect=aspect)
         if self.augment:

@@ -68,6 +68,9 @@ class TrainConfig:
     val_windows: int = 256
     calib_windows: int = 2048  # held-out windows the temperature and reject threshold are fitted on
     none_share: float = 0.25  # of each generated batch, when `none` is a label
+    # Of the training stages' generated windows, drawn small, slow, noisy, on busy backgrounds
+    # (clips.harden); the held-out validation and calibration windows stay the plain draw.
+    hard_share: float = 0.3
     ckpt_every: int = 200
     fps_range: tuple[float, float] = ANALYSIS_FPS_RANGE
     data: str | None = None  # folder dataset instead of generated clips
@@ -190,6 +193,7 @@ class Data:
                 labels=tuple(self.labels),
                 fps_range=self.cfg.fps_range,
                 none_share=self.cfg.none_share,
+                hard_share=self.cfg.hard_share if stage in STAGES else 0.0,
             )
             x, y = gen.batch(index, batch_size)
         return torch.from_numpy(x), torch.from_numpy(y)

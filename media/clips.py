@@ -72,6 +72,11 @@ GROW_RANGE = (0.25, 0.70)  # log-size per second, grow/shrink classes
 DRIFT_MAX = 0.02  # frame widths per second of incidental drift, every class
 WOBBLE_MAX = math.radians(8)  # radians per second of incidental spin, non-rotating classes
 MODEL_PIXELS = 64 * 64  # noise std is specified at model resolution
+# The hard corner of the scene space (`harden`): the small end of the sizes, heavy camera noise,
+# a busy background, the slow end of each motion's range.
+HARD_SIZE_MAX = 0.18
+HARD_NOISE = (3.0, 6.0)
+HARD_SLOW = 0.4  # the lowest 40% of a motion's speed range
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,37 @@ def sample_params(
         flicker=float(rng.uniform(0.0, 0.02)),
         seed=int(rng.integers(0, 2**31 - 1)),
     )
+
+
+def harden(p: ClipParams, rng: np.random.Generator) -> ClipParams:
+    """`p`'s content in the hard corner of the scene space, where the motion is fewest pixels.
+
+    A small object, on stripes or blobs, under heavy noise, its motion (if it has a label's) at
+    the slow end of its range: a small, slow turn on a busy, noisy background is what a model
+    trained on the plain draw read as `none`. Every label, `none` included, is hardened alike, so
+    the hard look names no label; a cut hardens both sides.
+    """
+    lo, hi = math.log(SIZE_MIN), math.log(HARD_SIZE_MAX)
+    changes: dict = {
+        "size0": float(math.exp(rng.uniform(lo, hi))),
+        "noise_std": float(rng.uniform(*HARD_NOISE)),
+        "bg_kind": "stripes" if rng.random() < 0.6 else "blobs",
+    }
+    slow = float(rng.uniform(0.0, HARD_SLOW))
+
+    def slower(v: float, span: tuple[float, float]) -> float:
+        return math.copysign(span[0] + (span[1] - span[0]) * slow, v)
+
+    if p.label.startswith("move_"):
+        key = "vx" if p.label in ("move_left", "move_right") else "vy"
+        changes[key] = slower(getattr(p, key), SPEED_RANGE)
+    elif p.label in ("grow", "shrink"):
+        changes["grow"] = slower(p.grow, GROW_RANGE)
+    elif p.label in ("rotate_cw", "rotate_ccw"):
+        changes["spin"] = slower(p.spin, SPIN_RANGE)
+    if p.after is not None:
+        changes["after"] = harden(p.after, rng)
+    return dataclasses.replace(p, **changes)
 
 
 def _still(p: ClipParams, rng: np.random.Generator, family: str) -> ClipParams:

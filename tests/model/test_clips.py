@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from build_engine.datasets import (
     GeneratedClips,
@@ -274,3 +276,45 @@ def test_sampler_and_analysis_times() -> None:
     steps = np.round(np.diff(t) * 25).astype(int)
     assert len(t) == 16 and set(steps) <= {4, 5}
     assert np.allclose(np.diff(analysis_times(np.random.default_rng(0), 16, 5.0, None)), 0.2)
+
+
+@given(seed=st.integers(0, 2**32 - 1), kind=st.sampled_from([*clips.MODEL_LABELS, *clips.NONE_FAMILIES]))
+@settings(max_examples=60, deadline=None)
+def test_harden_keeps_the_content_and_draws_the_hard_corner(seed: int, kind: str) -> None:
+    rng = np.random.default_rng(seed)
+    p = (
+        clips.sample_none(kind, rng, (0.0, 3.0))
+        if kind in clips.NONE_FAMILIES
+        else clips.sample_params(kind, rng)
+    )
+    h = clips.harden(p, rng)
+    assert (h.label, h.family, h.shape, h.color) == (p.label, p.family, p.shape, p.color)
+    assert clips.SIZE_MIN <= h.size0 <= clips.HARD_SIZE_MAX
+    assert clips.HARD_NOISE[0] <= h.noise_std <= clips.HARD_NOISE[1] and h.bg_kind in ("stripes", "blobs")
+    # A motion keeps its direction, at the slow end of its range; a none family keeps its change.
+    slow = {
+        "move": clips.SPEED_RANGE,
+        "grow": clips.GROW_RANGE,
+        "shri": clips.GROW_RANGE,
+        "rota": clips.SPIN_RANGE,
+    }
+    if p.label in clips.LABELS:
+        attr = {"move_left": "vx", "move_right": "vx", "move_up": "vy", "move_down": "vy"}.get(
+            p.label, "grow" if p.label in ("grow", "shrink") else "spin"
+        )
+        lo, hi = slow[p.label[:4]]
+        a, b = getattr(p, attr), getattr(h, attr)
+        assert np.sign(a) == np.sign(b) and lo <= abs(b) <= lo + clips.HARD_SLOW * (hi - lo) + 1e-9
+    else:
+        assert (h.light_amp, h.blink, h.sway, h.cut_time) == (p.light_amp, p.blink, p.sway, p.cut_time)
+        assert (h.spin, h.vx, h.vy) == (p.spin, p.vx, p.vy)
+    if p.after is not None:
+        assert h.after is not None and clips.SIZE_MIN <= h.after.size0 <= clips.HARD_SIZE_MAX
+
+
+def test_hard_share_draws_hard_windows_and_zero_leaves_the_stream_alone() -> None:
+    plain = GeneratedClips(seed=3)
+    assert np.array_equal(plain.batch(2, 4)[0], GeneratedClips(seed=3, hard_share=0.0).batch(2, 4)[0])
+    x_hard, y_hard = GeneratedClips(seed=3, hard_share=1.0).batch(2, 4)
+    assert np.array_equal(y_hard, plain.batch(2, 4)[1])  # the same labels, other pixels
+    assert not np.array_equal(x_hard, plain.batch(2, 4)[0])
