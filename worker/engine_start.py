@@ -2,6 +2,9 @@
 
 Every failure is a `StartupError` with one line naming what to fix; /readyz says which step is
 running (`loading engine`, `warming up`).
+
+`prepare_swap` does the same for a hot model swap (worker.model_swap), beside the running
+model and without touching /readyz; its failures are `ModelSwapError`s.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ import time
 
 import numpy as np
 
-from engines.base import Engine
-from worker.config import VbwConfig
+from engines.base import Engine, EngineInfo
+from worker.config import EngineConfig, VbwConfig
 from worker.health import Health
 from worker.metrics import Metrics
+from worker.model_swap import ModelSwapError, incompatibilities
 from worker.runtime import StartupError
 
 log = logging.getLogger("vbw.pipeline")  # these lines have always been the pipeline's
@@ -39,6 +43,41 @@ def start_engine(cfg: VbwConfig, health: Health, metrics: Metrics, engine: Engin
     metrics.engine_info.info(
         {"backend": info.backend, "precision": info.precision, "model": info.name, "version": info.version}
     )
+    return eng
+
+
+def prepare_swap(cfg: VbwConfig, engine_cfg: EngineConfig, running: EngineInfo, *, events: bool) -> Engine:
+    """The model of `engine_cfg` loaded beside the running one, checked against it and the
+    config, and warm (`engine_cfg.warmup_runs`, at least one run: the first real batch must not
+    be slow). ModelSwapError names what is wrong; the new engine is closed again then."""
+    swap_cfg = cfg.model_copy(update={"engine": engine_cfg})
+    try:
+        eng = load(swap_cfg)
+    except StartupError as e:
+        raise ModelSwapError(str(e)) from None
+    try:
+        m = eng.metadata
+        problems = incompatibilities(running, m, events=events)
+        if problems:
+            raise ModelSwapError(f"model {m.name} {m.version} cannot replace {running.name} {running.version} "
+                                 f"without a restart: {'; '.join(problems)}")  # fmt: skip
+        try:
+            check_windows(swap_cfg, eng)
+        except StartupError as e:
+            raise ModelSwapError(str(e)) from None
+        t0 = time.perf_counter()
+        try:
+            for _ in range(max(1, engine_cfg.warmup_runs)):
+                eng.warmup()
+        except Exception as e:
+            raise ModelSwapError(
+                f"model {m.name} {m.version}: warm-up failed: {type(e).__name__}: {e}"
+            ) from None
+        log.info("model swap: %s %s warm in %.2fs", m.name, m.version, time.perf_counter() - t0)
+    except ModelSwapError:
+        with contextlib.suppress(Exception):
+            eng.close()
+        raise
     return eng
 
 

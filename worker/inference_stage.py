@@ -39,10 +39,12 @@ from contracts.types import SourceRef
 from engines.base import Engine
 from worker.batcher import Batcher
 from worker.config import BatchingConfig, WindowsConfig
+from worker.event_messages import EventModelRef
 from worker.events import EventBatch, EventStage
 from worker.frames import Frame, KeyImage, Window
 from worker.messages import LabelScore, ModelRef, WindowMessage
 from worker.metrics import Metrics
+from worker.model_swap import HANDOVER_TIMEOUT_S, Handover
 from worker.sinks.base import WindowResult, reject
 from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
 
@@ -94,6 +96,7 @@ class StageOutput:
     held: list[SourceRef] = field(default_factory=list)  # one hold per entry
     released: list[tuple[str, list[SourceRef]]] = field(default_factory=list)  # (stream, refs)
     events: list[EventBatch] = field(default_factory=list)  # segment events and checkpoints
+    retired: list[Engine] = field(default_factory=list)  # models a swap no longer needs: close them
 
 
 class StreamOrder:
@@ -151,24 +154,29 @@ class InferenceStage:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         events: EventStage | None = None,
+        handover_timeout_s: float = HANDOVER_TIMEOUT_S,
     ):
         info = engine.metadata
-        self.engine = engine
         self.events = events
         self.metrics = metrics
         self.worker_id = worker_id
         self.window_size = windows.size or info.num_frames
         self._wcfg = windows
-        self._top_k = min(top_k, len(info.labels))
-        self._labels = list(info.labels)
-        self._model_ref = ModelRef(
-            name=info.name, version=info.version, backend=info.backend, precision=info.precision
-        )
+        self._top_k = top_k
+        # Models by generation (a hot swap adds one; worker.model_swap): the current one, and
+        # the previous one while streams are handed over or its windows wait in the batcher.
+        self._gen = 0
+        self._engines: dict[int, Engine] = {0: engine}
+        self._model_refs: dict[int, ModelRef] = {0: _model_ref(engine)}
+        self._labels: dict[int, list[str]] = {0: list(info.labels)}
+        self._in_batcher: dict[int, int] = {0: 0}  # windows waiting per generation
+        self._handovers: dict[str, Handover] = {}
+        self._handover_timeout_s = handover_timeout_s
         self._clock = clock
         self._wall = wall_clock
         self.frame_max_batch = batching.frame_max_batch
         self._frames: Batcher[Frame] = Batcher(batching.frame_max_batch, batching.frame_max_delay_ms / 1000)
-        self._windows: Batcher[tuple[int, Window]] = Batcher(
+        self._windows: Batcher[tuple[int, int, Window]] = Batcher(  # (ticket, generation, window)
             min(batching.max_batch, info.max_batch), batching.max_delay_ms / 1000
         )
         self._assemblers: dict[str, SlidingWindowAssembler] = {}
@@ -180,6 +188,45 @@ class InferenceStage:
         self._keys: dict[str, KeyImage] = {}
 
     # -- public -------------------------------------------------------------------------------
+    @property
+    def engine(self) -> Engine:
+        """The current model (new windows are cut for it)."""
+        return self._engines[self._gen]
+
+    @property
+    def swapping(self) -> bool:
+        """A previous model is still needed (streams being handed over, or its windows waiting)."""
+        return len(self._engines) > 1
+
+    def engines(self) -> list[Engine]:
+        """Every model the stage still uses (close them at shutdown)."""
+        return list(self._engines.values())
+
+    def begin_swap(self, engine: Engine) -> None:
+        """Hand every stream over to `engine` at its next window boundary (worker.model_swap).
+        The caller loaded, checked and warmed it; one swap at a time (see `swapping`)."""
+        if self.swapping:
+            raise RuntimeError("a model swap is still handing streams over")
+        old, self._gen = self._gen, self._gen + 1
+        self._engines[self._gen] = engine
+        self._model_refs[self._gen] = _model_ref(engine)
+        self._labels[self._gen] = list(engine.metadata.labels)
+        self._in_batcher[self._gen] = 0
+        version, now = engine.metadata.version, self._clock()
+        if self.events is not None:  # segment events from now on name the new model
+            self.events.model = EventModelRef(name=engine.metadata.name, version=version)
+        for sid, a in list(self._assemblers.items()):
+            if Handover.needed(a):
+                self._handovers[sid] = h = Handover(a, version, now)
+                self._assemblers[sid] = h.new
+            else:
+                self._assemblers[sid] = a.fork(version)
+        log.info(
+            "model swap: %s -> %s %s; %d of %d streams hand over at their next window boundary",
+            self._model_refs[old].version, engine.metadata.name, version,
+            len(self._handovers), len(self._assemblers),
+        )  # fmt: skip
+
     def deadline(self) -> float | None:
         """Clock time at which a waiting batch is due (call `feed([])` then), None when idle."""
         ds = [d for d in (self._frames.deadline(), self._windows.deadline()) if d is not None]
@@ -211,6 +258,7 @@ class InferenceStage:
             self._encode_frames(batch, out)
         for batch in self._windows.ready(self._clock()):
             self._encode_windows(batch, out)
+        self._end_handovers(out)
         return out
 
     def close(self, emit_partial: Callable[[str], bool] = lambda _sid: True) -> StageOutput:
@@ -219,16 +267,17 @@ class InferenceStage:
         out = StageOutput()
         for batch in self._frames.flush():
             self._encode_frames(batch, out)
-        for sid, a in self._assemblers.items():
+        for sid in list(self._assemblers):
             emit = emit_partial(sid)
-            step = a.close("shutdown", emit_partial=emit)
+            step, gens = self._close_stream(sid, "shutdown", emit)
             if not emit:  # the source rebuilds these windows from uncommitted offsets: keep them held
                 step.released.clear()
-            self._apply_step(sid, step, out)
+            self._apply_step(sid, step, out, gens)
             self._breaks_due.discard(sid)
             self._break(sid, "close" if emit else "suspend", out, now=True)
         for batch in self._windows.flush():
             self._encode_windows(batch, out)
+        self._end_handovers(out)
         return out
 
     # -- frames -------------------------------------------------------------------------------
@@ -243,16 +292,16 @@ class InferenceStage:
                 max_gap=w.max_gap,
                 partial=w.partial,
                 min_partial_frames=w.min_partial_frames,
-                model_version=self._model_ref.version,
+                model_version=self._model_refs[self._gen].version,
             )
             self._assemblers[stream_id] = a
         return a
 
     def _control(self, item: Control, out: StageOutput) -> None:
         if isinstance(item, StreamReset):
-            a = self._assemblers.get(item.stream_id)
-            if a is not None:
-                self._apply_step(item.stream_id, a.close(item.reason, item.emit_partial), out)
+            if item.stream_id in self._assemblers:
+                step, gens = self._close_stream(item.stream_id, item.reason, item.emit_partial)
+                self._apply_step(item.stream_id, step, out, gens)
             self._keys.pop(item.stream_id, None)
             self._break(item.stream_id, "close", out)
         else:
@@ -260,9 +309,10 @@ class InferenceStage:
                 self._keys.pop(sid, None)
                 self._replaying.discard(sid)
                 self._breaks_due.discard(sid)
+                h = self._handovers.pop(sid, None)
                 a = self._assemblers.pop(sid, None)
                 if a is not None:
-                    self._apply_step(sid, a.drop(), out)
+                    self._apply_step(sid, h.drop() if h is not None else a.drop(), out)
                     log.info("stream %s: window state dropped (%s)", sid, item.reason)
                 self._break(sid, "drop", out)
 
@@ -270,23 +320,31 @@ class InferenceStage:
         """Features and tokens of a batch of frames (both once per frame), into the windows."""
         t0 = time.perf_counter()
         try:
-            feats = self.engine.encode_frames(np.stack([f.image for f in batch]))
-            prev = predecessor_features(
-                [f.stream_id for f in batch], [f.seq for f in batch], feats, self._assemblers.get
-            )
-            tokens = self.engine.encode_steps(feats, prev)
+            images = np.stack([f.image for f in batch])
+            feats, tokens = self._features(self.engine, batch, images, self._assemblers.get)
+            # Streams being handed over: their frames also go through the old model, for the
+            # old model's windows that hold them (worker.model_swap).
+            dual = [i for i, f in enumerate(batch) if f.stream_id in self._handovers]
+            old: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            if dual:
+                ho = self._handovers
+                of, ot = self._features(
+                    self._engines[self._gen - 1], [batch[i] for i in dual], images[dual],
+                    lambda sid: ho[sid].old if sid in ho else None,
+                )  # fmt: skip
+                old = {i: (of[j], ot[j]) for j, i in enumerate(dual)}
         except Exception as e:
             log.error("encode_frames failed on %d frames: %s: %s", len(batch), type(e).__name__, e)
             for f in batch:
                 self.metrics.frame_dropped(f.stream_id, "engine_error")
                 # the stream's windows must not bridge the hole
-                a = self._assemblers.get(f.stream_id)
-                if a is not None:
-                    self._apply_step(f.stream_id, a.close("engine_error"), out)
+                if f.stream_id in self._assemblers:
+                    step, gens = self._close_stream(f.stream_id, "engine_error")
+                    self._apply_step(f.stream_id, step, out, gens)
                     self._break(f.stream_id, "close", out)
             return
         self.metrics.stage_seconds("encode_frames", time.perf_counter() - t0)
-        for f, feat, token in zip(batch, feats, tokens, strict=True):
+        for i, (f, feat, token) in enumerate(zip(batch, feats, tokens, strict=True)):
             if f.source_ref is not None:
                 out.held.append(f.source_ref)
                 self._replaying.add(f.stream_id)
@@ -295,19 +353,76 @@ class InferenceStage:
                     self._ticket_break(_Break(f.stream_id, "close", f.source_ref, f.seq), out)
             # Frames from Kafka carry no key image: their model-size picture stands in.
             self._keys[f.stream_id] = f.key_image if f.key_image is not None else KeyImage(f.image)
-            step = self._assembler(f.stream_id).push(
-                FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref), feat, token
-            )
-            self._apply_step(f.stream_id, step, out)
+            meta = FrameMeta(f.seq, f.pts, f.capture_time, f.source_ref)
+            h = self._handovers.get(f.stream_id)
+            if h is not None and i in old:
+                step, gens = h.push(meta, old[i], (feat, token))
+                self._apply_step(f.stream_id, step, out, [self._gen if n else self._gen - 1 for n in gens])
+                if h.done:
+                    del self._handovers[f.stream_id]
+                continue
+            self._apply_step(f.stream_id, self._assembler(f.stream_id).push(meta, feat, token), out)
 
-    def _apply_step(self, stream_id: str, step: Step, out: StageOutput) -> None:
+    def _features(
+        self,
+        engine: Engine,
+        frames: list[Frame],
+        images: np.ndarray,
+        assembler_of: Callable[[str], SlidingWindowAssembler | None],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One model's features and tokens of a batch of frames, predecessors from `assembler_of`."""
+        feats = engine.encode_frames(images)
+        prev = predecessor_features(
+            [f.stream_id for f in frames], [f.seq for f in frames], feats, assembler_of
+        )
+        return feats, engine.encode_steps(feats, prev)
+
+    def _close_stream(self, stream_id: str, reason: str, emit_partial: bool = True) -> tuple[Step, list[int]]:
+        """Close the stream's window state; the windows' model generations beside them."""
+        h = self._handovers.pop(stream_id, None)
+        if h is None:
+            step = self._assemblers[stream_id].close(reason, emit_partial)
+            return step, [self._gen] * len(step.windows)
+        step, is_new = h.close(reason, emit_partial)
+        return step, [self._gen if n else self._gen - 1 for n in is_new]
+
+    def _end_handovers(self, out: StageOutput) -> None:
+        """Close the window state of streams that held the old model too long with no frame
+        (HANDOVER_TIMEOUT_S), and let the old model go once nothing needs it."""
+        if not self.swapping:
+            return
         now = self._clock()
-        for w in step.windows:
+        for sid, h in list(self._handovers.items()):
+            if now - h.since >= self._handover_timeout_s:
+                log.info(
+                    "stream %s: no frame for %.0fs during a model swap; window state closed",
+                    sid,
+                    now - h.since,
+                )
+                self._control(StreamReset(sid, "model_swap"), out)
+        for gen in [g for g in self._engines if g != self._gen]:
+            if self._in_batcher[gen] == 0 and not self._handovers:
+                engine = self._engines.pop(gen)
+                ref, new = self._model_refs.pop(gen), self._model_refs[self._gen]
+                del self._labels[gen], self._in_batcher[gen]
+                out.retired.append(engine)
+                log.info(
+                    "model swap: every stream is on %s %s; %s released", new.name, new.version, ref.version
+                )
+
+    def _apply_step(
+        self, stream_id: str, step: Step, out: StageOutput, gens: list[int] | None = None
+    ) -> None:
+        now = self._clock()
+        for w, gen in zip(step.windows, gens or [self._gen] * len(step.windows), strict=True):
             w.key_image = self._keys.get(stream_id)
             out.held.extend(w.source_refs)
-            # One engine path per batch: cached tokens (complete windows) or features (padded).
+            # One model and one engine path per batch: cached tokens (complete windows) or features (padded).
             rows = w.features.shape[0] if w.features is not None else 0
-            self._windows.add((self._order.ticket(stream_id), w), now, key=(rows, w.tokens is not None))
+            self._in_batcher[gen] += 1
+            self._windows.add(
+                (self._order.ticket(stream_id), gen, w), now, key=(gen, rows, w.tokens is not None)
+            )
         for what, reason in step.events:
             if what == "partial_dropped":
                 self.metrics.windows_dropped.labels(reason).inc()
@@ -319,26 +434,28 @@ class InferenceStage:
             out.released.append((stream_id, list(step.released)))
 
     # -- windows ------------------------------------------------------------------------------
-    def _encode_windows(self, batch: list[tuple[int, Window]], out: StageOutput) -> None:
+    def _encode_windows(self, batch: list[tuple[int, int, Window]], out: StageOutput) -> None:
+        gen = batch[0][1]  # the batcher's key keeps one model per batch
+        self._in_batcher[gen] -= len(batch)
         t0 = time.perf_counter()
         try:
-            scores, emb = self._window_outputs([w for _, w in batch])
+            scores, emb = self._window_outputs(self._engines[gen], [w for _, _, w in batch])
         except Exception as e:
             # Their frames stay held: at-least-once sources re-read them after a restart.
             log.error("encode_windows failed on %d windows: %s: %s", len(batch), type(e).__name__, e)
             self.metrics.windows_dropped.labels("engine_error").inc(len(batch))
-            for ticket, w in batch:
+            for ticket, _, w in batch:
                 self._leave(self._order.settle(w.stream_id, ticket, None), out)
             return
         self.metrics.stage_seconds("encode_windows", time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch))
         wall = self._wall()
         produced = datetime.fromtimestamp(wall, UTC)
-        for (ticket, w), s, e in zip(batch, scores, emb, strict=True):
+        for (ticket, _, w), s, e in zip(batch, scores, emb, strict=True):
             result: WindowResult | None
             try:
                 result = WindowResult(
-                    message=self._message(w, s, wall, produced), embedding=e, scores=s, window=w
+                    message=self._message(gen, w, s, wall, produced), embedding=e, scores=s, window=w
                 )
             except ValueError as err:  # not a valid vbw.window/v1 (a NaN score or time): never published
                 reject(w, err, self.metrics.windows_dropped)
@@ -393,7 +510,9 @@ class InferenceStage:
                 if batch is not None:
                     out.events.append(batch)
 
-    def _message(self, w: Window, scores: np.ndarray, wall: float, produced: datetime) -> WindowMessage:
+    def _message(
+        self, gen: int, w: Window, scores: np.ndarray, wall: float, produced: datetime
+    ) -> WindowMessage:
         top = np.argsort(-scores, kind="stable")[: self._top_k]
         return WindowMessage(
             window_id=w.window_id,
@@ -406,19 +525,24 @@ class InferenceStage:
             frames=w.frames,
             complete=w.complete,
             capture_time=w.capture_time,
-            labels=[LabelScore(label=self._labels[i], score=float(scores[i])) for i in top],
-            model=self._model_ref,
+            labels=[LabelScore(label=self._labels[gen][i], score=float(scores[i])) for i in top],
+            model=self._model_refs[gen],
             latency_ms=max(0.0, (wall - w.capture_time) * 1000.0),
             worker=self.worker_id,
             produced_at=produced,
         )
 
-    def _window_outputs(self, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
+    def _window_outputs(self, engine: Engine, batch: list[Window]) -> tuple[np.ndarray, np.ndarray]:
         """(scores, embeddings): complete windows from their cached tokens (only the transformer
         runs), padded ones from their features. The batcher never mixes the two."""
         if batch[0].tokens is not None:
-            return self.engine.encode_token_windows(
+            return engine.encode_token_windows(
                 np.stack([w.features[0] for w in batch]),  # type: ignore[index]
                 np.stack([w.tokens for w in batch]),  # type: ignore[misc]
             )
-        return self.engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
+        return engine.encode_windows(np.stack([w.features for w in batch]))  # type: ignore[misc]
+
+
+def _model_ref(engine: Engine) -> ModelRef:
+    m = engine.metadata
+    return ModelRef(name=m.name, version=m.version, backend=m.backend, precision=m.precision)

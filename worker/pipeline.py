@@ -31,20 +31,23 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future
+from concurrent.futures import wait as wait_future
 from typing import Any
 
 import numpy as np
 
 from engines.base import Engine
-from worker.config import VbwConfig
+from worker.config import EngineConfig, VbwConfig
 from worker.delivery import DeliveryLedger
-from worker.engine_start import start_engine
+from worker.engine_start import prepare_swap, start_engine
 from worker.event_messages import EventModelRef
 from worker.events import EventBatch, EventStage, resolve_rules
 from worker.frames import Frame, Window
 from worker.health import Health
 from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
 from worker.metrics import Metrics
+from worker.model_swap import ModelSwapError, SwapResult, model_fingerprint
 from worker.runtime import Runtime, StartupError
 from worker.sinks.base import Sink
 from worker.sources.base import Feedback, Source
@@ -159,6 +162,13 @@ class Pipeline:
         self.events: EventStage | None = None
         self._changelog: Any = None  # worker.kafka.changelog.ChangelogStore, with a kafka source
         self._snapshots: Any = None  # worker.snapshots.SnapshotStore, with snapshots.enabled
+        # hot model swap: requests (swap_model) -> swap thread -> a warm engine -> inference thread
+        self._swap_q: queue.Queue[tuple[EngineConfig, Future[SwapResult]]] = queue.Queue()
+        self._swap_ready: queue.Queue[tuple[Engine, EngineConfig, Future[SwapResult], SwapResult]] = (
+            queue.Queue()
+        )
+        self._engine_cfg = cfg.engine  # what the running model was loaded from
+        self._model_fp = model_fingerprint(cfg.engine.model_dir)
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -222,6 +232,7 @@ class Pipeline:
 
         self.runtime.spawn("sink", self._sink_loop, required=True)
         self.runtime.spawn("inference", self._inference_loop, required=True)
+        self.runtime.spawn("model-swap", self._swap_loop)
         for s in self.sources:
             self.runtime.start_source(s, _SourceCtx(self, s))
             log.info("source %s started", s.describe())
@@ -304,6 +315,8 @@ class Pipeline:
         stopping = False
         while not stopping:
             self.health.beat("inference")
+            if not stage.swapping and not self._swap_ready.empty():
+                self._begin_swap(stage)
             due = stage.deadline()
             timeout = _IDLE_S if due is None else min(_IDLE_S, max(0.0, due - time.monotonic()))
             items: list[Any] = []
@@ -317,9 +330,14 @@ class Pipeline:
             self._hand_on(stage.feed([i for i in items if i is not _STOP]))
         # Shutdown: what is queued is in flight; finish it, then close every stream.
         self._hand_on(stage.close(self._emit_partial_on_stop))
+        self._fail_swaps("the worker is shutting down")
         self._put_result(_STOP)
 
     def _hand_on(self, out: StageOutput) -> None:
+        for engine in out.retired:  # a swap's old model: memory back (a caller's engine is the caller's)
+            if engine is not self._engine:
+                with contextlib.suppress(Exception):
+                    engine.close()
         # Holds, then releases, then results: no frame is freed while a window still needs it.
         self._ledger.hold(out.held)
         for sid, refs in out.released:
@@ -411,13 +429,104 @@ class Pipeline:
             self._sinks_ok = False
             log.error("events changelog %s: segment state still unacked at the end of the grace", store.topic)
 
+    # -- hot model swap (worker.model_swap) -----------------------------------------------------
+    def swap_model(self, engine: EngineConfig) -> Future[SwapResult]:
+        """Swap the model without a restart (thread-safe: the config reload, the API, a test).
+
+        Returns at once; the future's `SwapResult` says what became of it:
+        - `switched` once the new model, loaded beside the old one and warmed in the background
+          (inference goes on meanwhile), serves: the inference thread has begun handing every
+          stream over at its next window boundary. Messages carry the new model from there on;
+          no window is lost or made twice. The old model is closed once no stream needs it.
+        - `failed`: the old model goes on (bad model dir, load or warm-up error, a model with
+          another input size or T, shutdown); logged and counted in vbw_model_swaps_total.
+        - `unchanged`: the model of `engine` (dir, backend, precision, threads, options, and
+          model.json's content) is the running one; nothing is loaded.
+        Requests run one at a time, in order. `top_k` and `warmup_runs` of a running model are
+        not changed by a swap."""
+        fut: Future[SwapResult] = Future()
+        self._swap_q.put((engine, fut))
+        return fut
+
+    def _swap_loop(self) -> None:
+        while not self.runtime.stop_sources.is_set():
+            try:
+                engine_cfg, fut = self._swap_q.get(timeout=_IDLE_S)
+            except queue.Empty:
+                continue
+            if fut.set_running_or_notify_cancel():
+                self._swap_one(engine_cfg, fut)
+        self._fail_swaps("the worker is shutting down")
+
+    def _swap_one(self, engine_cfg: EngineConfig, fut: Future[SwapResult]) -> None:
+        """Load, check and warm the new model (this thread), then leave it to the inference thread."""
+        assert self.engine is not None
+        old = self.engine.metadata
+        keys = {"model_dir", "backend", "precision", "threads", "options"}
+        if engine_cfg.model_dump(include=keys) == self._engine_cfg.model_dump(include=keys) and (
+            model_fingerprint(engine_cfg.model_dir) == self._model_fp
+        ):
+            self.metrics.model_swaps.labels("unchanged").inc()
+            fut.set_result(SwapResult("unchanged", old.version, old.version))
+            return
+        log.info("model swap: loading %s beside %s %s", engine_cfg.model_dir, old.name, old.version)
+        t0 = time.perf_counter()
+        try:
+            new = prepare_swap(self.cfg, engine_cfg, old, events=self.events is not None)
+        except ModelSwapError as e:
+            log.error("model swap failed, %s %s goes on: %s", old.name, old.version, e)
+            self.metrics.model_swaps.labels("failed").inc()
+            fut.set_result(SwapResult("failed", old.version, error=str(e), load_s=time.perf_counter() - t0))
+            return
+        res = SwapResult("switched", old.version, new.metadata.version, load_s=time.perf_counter() - t0)
+        self._swap_ready.put((new, engine_cfg, fut, res))
+        # One at a time: the next request is checked against the model this one brings.
+        while not wait_future([fut], timeout=_IDLE_S).done:
+            if not self.runtime.alive("inference"):
+                self._fail_swaps("the inference thread ended")
+
+    def _begin_swap(self, stage: InferenceStage) -> None:
+        """Inference thread: the warm new model takes over, stream by stream."""
+        try:
+            new, engine_cfg, fut, res = self._swap_ready.get_nowait()
+        except queue.Empty:
+            return
+        stage.begin_swap(new)
+        self.engine, self._engine_cfg = new, engine_cfg
+        self._model_fp = model_fingerprint(engine_cfg.model_dir)
+        m = new.metadata
+        self.metrics.engine_info.info(
+            {"backend": m.backend, "precision": m.precision, "model": m.name, "version": m.version}
+        )
+        self.metrics.model_swaps.labels("switched").inc()
+        fut.set_result(res)
+
+    def _fail_swaps(self, why: str) -> None:
+        """Swaps not begun when the worker stops: their new engines are closed, the requests fail."""
+        version = self.engine.metadata.version if self.engine is not None else ""
+        futs: list[Future[SwapResult]] = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                new, _, fut, _ = self._swap_ready.get_nowait()
+                with contextlib.suppress(Exception):
+                    new.close()
+                futs.append(fut)
+        with contextlib.suppress(queue.Empty):
+            while True:
+                futs.append(self._swap_q.get_nowait()[1])
+        for fut in futs:
+            if not fut.done():
+                self.metrics.model_swaps.labels("failed").inc()
+                with contextlib.suppress(Exception):  # a request cancelled meanwhile
+                    fut.set_result(SwapResult("failed", version, error=why))
+
     # -- shutdown -------------------------------------------------------------------------------
     _sinks_ok = True  # the sink thread clears it when a sink could not flush or close
 
     def _shutdown(self) -> int:
         log.info("shutting down: %s", self.runtime.stop_reason)
         ok = self.runtime.shutdown(self._drain) and self._sinks_ok
-        if self.engine is not None and self._engine is None:
+        if self.engine is not None and self.engine is not self._engine:
             with contextlib.suppress(Exception):
                 self.engine.close()
         self.runtime.close()

@@ -100,8 +100,34 @@ class SlidingWindowAssembler:
     def buffered(self) -> int:
         return self._count
 
+    @property
+    def first_seq(self) -> int | None:
+        """Seq of the oldest buffered frame (the next window's first), None when none is."""
+        m = self._metas[self._head] if self._count else None
+        return m.seq if m is not None else None
+
     def buffered_refs(self) -> list[SourceRef]:
         return [m.ref for m in self._iter_metas() if m is not None and m.ref is not None]
+
+    def fork(self, model_version: str) -> SlidingWindowAssembler:
+        """A copy with the same cutting state (buffered frames, index, grid, skip) and none of
+        their features: fed the same frames as this one, it cuts the same windows, and those
+        whose frames all came after the fork carry only the features pushed into the copy.
+        A hot model swap (worker.model_swap) feeds the new encoder's features to a fork."""
+        f = SlidingWindowAssembler(
+            self.stream_id,
+            self.size,
+            self.stride,
+            max_gap=self.max_gap,
+            partial=self.partial,
+            min_partial_frames=self.min_partial_frames,
+            model_version=model_version,
+        )
+        f.index, f.last_seq = self.index, self.last_seq
+        f._metas = list(self._metas)
+        f._head, f._count, f._skip = self._head, self._count, self._skip
+        f._emitted_since_close, f._active = self._emitted_since_close, self._active
+        return f
 
     # -- transitions -------------------------------------------------------------------------
     def newest_feature(self) -> np.ndarray | None:
