@@ -448,6 +448,16 @@ class Pipeline:
         self._swap_q.put((engine, fut))
         return fut
 
+    def swap_engine(self, new: VbwConfig, timeout: float | None = None) -> SwapResult:
+        """The config reload's call (worker.reload): `swap_model(new.engine)` and wait for its
+        result; ModelSwapError when it failed (the old model goes on). Call it also when only
+        the model directory's content changed (`model_fingerprint`): a request naming the
+        running model returns `unchanged` without loading anything."""
+        res = self.swap_model(new.engine).result(timeout)
+        if not res.ok:
+            raise ModelSwapError(res.error or "model swap failed")
+        return res
+
     def _swap_loop(self) -> None:
         while not self.runtime.stop_sources.is_set():
             try:
