@@ -108,6 +108,9 @@ def test_labels_and_embeddings_arrive_keyed_with_headers(broker):
         vec = np.frombuffer(m.value(), dtype=h["dtype"])
         assert vec.shape == (int(h["dim"]),) == (32,)
         assert h["vbw-model-version"] == "1.0"
+        doc = by_id[h["window_id"]].message
+        assert (float(h["vbw-start-pts"]), float(h["vbw-end-pts"])) == (doc.start_pts, doc.end_pts)
+        assert float(h["vbw-capture-time"]) == doc.capture_time
         np.testing.assert_allclose(np.linalg.norm(vec.astype(np.float32)), 1.0, atol=2e-3)
         np.testing.assert_allclose(vec, by_id[h["window_id"]].embedding, atol=1e-3)
         assert m.key().decode() == by_id[h["window_id"]].message.stream_id

@@ -45,6 +45,10 @@ def embedding_record(result: WindowResult, dtype: str = "float32") -> tuple[byte
         ("dim", str(vec.shape[0]).encode()),
         ("vbw-model", msg.model.name.encode()),
         ("vbw-model-version", msg.model.version.encode()),
+        # The time span, so an index (`vbw index`) needs only this topic, not a join with labels.
+        ("vbw-start-pts", repr(msg.start_pts).encode()),
+        ("vbw-end-pts", repr(msg.end_pts).encode()),
+        ("vbw-capture-time", repr(msg.capture_time).encode()),
     ]
     return msg.stream_id.encode(), vec.tobytes(), headers
 
