@@ -262,8 +262,10 @@ class JsonlSinkConfig(_Section):
         description="file to append vbw.window/v1 (or vbw.event/v1) lines to; a relative path is relative to "
         "the working directory"
     )
-    payload: Literal["windows", "events"] = Field(
-        "windows", description="one line per window, or per segment event (see `events`)"
+    payload: Literal["windows", "events", "embeddings"] = Field(
+        "windows",
+        description="one line per window, or per segment event (see `events`), or per window with its "
+        "`embedding` added (the input of `vbw index --jsonl`)",
     )
     name: str = Field("jsonl", description="label of vbw_published_total{topic}")
     fsync: bool = Field(False, description="fsync at each flush (slower, survives power loss)")

@@ -1,5 +1,6 @@
 """JSONL sinks: `vbw.window/v1` documents (or `vbw.event/v1` with `payload: events`), one per
-line, to a file or stdout.
+line, to a file or stdout. A file sink with `payload: embeddings` adds each window's
+`embedding` (list of floats) to its document: what `vbw index --jsonl` reads.
 
 Writes are synchronous and small, so a window is acked as soon as its line reached the OS
 (flushed); `fsync: true` also forces it to disk at each flush(). A line is never split: each
@@ -9,10 +10,13 @@ document is written with one write() call.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sys
 from pathlib import Path
 from typing import IO
+
+import numpy as np
 
 from contracts.types import DeliveryCallback
 from worker.config import JsonlSinkConfig, StdoutSinkConfig, VbwConfig
@@ -73,15 +77,35 @@ class _LineSink(Sink):
         return True
 
 
+def embedding_line(result: WindowResult) -> str:
+    """The window's vbw.window/v1 document with its `embedding` (a list of floats) added."""
+    doc = json.loads(result.message.to_json())
+    doc["embedding"] = np.asarray(result.embedding, dtype=np.float32).reshape(-1).tolist()
+    return json.dumps(doc, separators=(",", ":"))
+
+
 class JsonlSink(_LineSink):
-    def __init__(self, path: str | Path, name: str = "jsonl", fsync: bool = False, events: bool = False):
+    def __init__(
+        self,
+        path: str | Path,
+        name: str = "jsonl",
+        fsync: bool = False,
+        events: bool = False,
+        embeddings: bool = False,
+    ):
         super().__init__(name, events)
         self.path = Path(path)
         self.fsync = fsync
+        self.embeddings = embeddings
 
     @classmethod
     def from_config(cls, sc: JsonlSinkConfig, cfg: VbwConfig) -> JsonlSink:
-        return cls(sc.path, sc.name, sc.fsync, events=sc.payload == "events")
+        return cls(
+            sc.path, sc.name, sc.fsync, events=sc.payload == "events", embeddings=sc.payload == "embeddings"
+        )
+
+    def _line(self, result: WindowResult) -> str:
+        return embedding_line(result) if self.embeddings else result.message.to_json()
 
     def open(self) -> None:
         if self.path.parent and not self.path.parent.exists():
