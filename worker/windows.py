@@ -192,8 +192,9 @@ class SlidingWindowAssembler:
                 self._tokens[pos] = token
         self._count += 1
 
-    def _gather(self, n: int, pad_to: int) -> np.ndarray:
-        assert self._feats is not None
+    def _gather(self, n: int, pad_to: int) -> np.ndarray | None:
+        if self._feats is None:  # a fork's window of frames it saw no features of (worker.model_swap)
+            return None
         idx = (self._head + np.arange(n)) % self.size
         feats = self._feats[idx]
         if pad_to > n:  # repeat the last real frame: the model never saw zero features
