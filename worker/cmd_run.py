@@ -21,4 +21,4 @@ def run(args: argparse.Namespace) -> int:
 
     from worker.pipeline import Pipeline
 
-    return Pipeline(cfg).run()
+    return Pipeline(cfg, config_path=args.config).run()

@@ -20,6 +20,12 @@
   encodes what is queued, closes every stream's windows and runs the last batches, the sink
   thread publishes and flushes; a source with `commits_after_drain` (Kafka) keeps taking
   feedback until then (`ctx.drained()`) and commits last; all within `pipeline.shutdown_grace_s`.
+- Sources at runtime (the stream API, a config reload): `add_source`, `replace_source` and
+  `remove_source` change one source and leave the others alone. A removal drains: the source's
+  thread stops, its streams' open windows close by the end-of-stream rule (the partial policy),
+  and a `_Drain` marker follows them through frame_q, the inference thread (until none of the
+  streams has a window inside) and result_q; the sink thread has then published every window of
+  them, and the streams' state and metric series go.
 - Benches and tests drive this from outside: `run_in_background`, `wait_started`, `stop`, `join`.
 """
 
@@ -33,12 +39,14 @@ import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from concurrent.futures import wait as wait_future
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engines.base import Engine
-from worker.config import EngineConfig, VbwConfig
+from worker.config import EngineConfig, SourceConfig, VbwConfig
 from worker.delivery import DeliveryLedger
 from worker.engine_start import prepare_swap, start_engine
 from worker.event_messages import EventModelRef
@@ -52,14 +60,45 @@ from worker.runtime import Runtime, StartupError
 from worker.sinks.base import Sink
 from worker.sources.base import Feedback, Source
 from worker.sources.context import SourceContextBase
+from worker.stream_registry import (
+    LastErrors,
+    RateMeter,
+    SourceList,
+    SourceStatus,
+    StreamConflict,
+    StreamNotFound,
+    StreamRefused,
+    StreamStatus,
+)
 
 log = logging.getLogger("vbw.pipeline")
 
 _IDLE_S = 0.1  # longest any worker thread sleeps without looking at its inputs
 
 
-# Items on frame_q besides frames: StreamReset, DropStreams (worker.inference_stage), and this.
+# Items on frame_q besides frames: StreamReset, DropStreams (worker.inference_stage), and these.
 _STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class _Drain:
+    """Behind a removed source's last controls: set `done` once every window of `stream_ids`
+    has been published (the inference thread holds it until none is inside, the sink thread sets it)."""
+
+    stream_ids: tuple[str, ...]
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(slots=True)
+class _Running:
+    """A running source, as the stream API sees it."""
+
+    source: Source
+    ctx: _SourceCtx
+    config: SourceConfig | None  # None: handed in as an object (benches, tests)
+    started: float = field(default_factory=time.monotonic)
+    draining: bool = False
+    rates: dict[str, tuple[RateMeter, RateMeter]] = field(default_factory=dict)
 
 
 class _SourceCtx(SourceContextBase):
@@ -76,12 +115,18 @@ class _SourceCtx(SourceContextBase):
             low_water=pc.low_water,
         )
         self._p = pipeline
+        self.removed = False  # removed at runtime: its frames and controls go nowhere from now on
+        self.last_frame: dict[str, float] = {}  # stream -> monotonic time of its last frame
 
     def stream_registered(self, stream_id: str) -> None:
         self._p._register_stream(stream_id, self)
 
     def emit(self, frame: Frame) -> bool:
+        if self.removed:  # a thread that outlived its removal (blocked read): the pipeline drained it
+            self.dropped(frame, "shutdown")
+            return False
         self.received(frame)
+        self.last_frame[frame.stream_id] = time.monotonic()
         if frame.image.shape != (*self.image_size, 3) or frame.image.dtype != np.uint8:
             self.dropped(frame, "bad_image")
             return False
@@ -103,13 +148,8 @@ class _SourceCtx(SourceContextBase):
         return False
 
     def _control(self, item: StreamReset | DropStreams) -> None:
-        # Controls must not be lost; they wait for room unless the inference thread is gone.
-        while self._p.runtime.alive("inference"):
-            try:
-                self._p._frame_q.put(item, timeout=_IDLE_S)
-                return
-            except queue.Full:
-                continue
+        if not self.removed:  # once removed, the pipeline closes its streams itself
+            self._p._put_control(item)
 
     def stream_reset(self, stream_id: str, reason: str, emit_partial: bool = True) -> None:
         self._control(StreamReset(stream_id, reason, emit_partial))
@@ -132,8 +172,10 @@ class Pipeline:
         sinks: list[Sink] | None = None,
         metrics: Metrics | None = None,
         install_signals: bool = True,
+        config_path: str | Path | None = None,
     ):
         self.cfg = cfg
+        self.config_path = Path(config_path) if config_path is not None else None
         self.metrics = metrics or Metrics(cfg.metrics.per_stream_labels)
         self.runtime = Runtime(
             log,
@@ -169,6 +211,19 @@ class Pipeline:
         )
         self._engine_cfg = cfg.engine  # what the running model was loaded from
         self._model_fp = model_fingerprint(cfg.engine.model_dir)
+        # sources at runtime (stream API, config reload)
+        self._running: dict[str, _Running] = {}
+        self._event_rules: list[str] = []  # labels with segment events (a new stream's series)
+        self._changes = threading.Lock()  # one add/remove/restart at a time
+        self.last_errors = LastErrors()
+        self._api: Any = None  # worker.api.ApiServer, with api.enabled
+        self.api_port: int | None = None
+        self.reloader: Any = None  # worker.reload.Reloader, with a config file
+        if config_path is not None:
+            from worker.reload import Reloader
+
+            self.reloader = Reloader(self, self.config_path, self.metrics)  # type: ignore[arg-type]
+            self.runtime.on_hangup = lambda: self.reloader.reload("SIGHUP")
 
     # -- public ---------------------------------------------------------------------------------
     @property
@@ -213,9 +268,6 @@ class Pipeline:
             if self._sources_arg is not None
             else [build_source(s, cfg) for s in cfg.sources]
         )
-        for s in self.sources:
-            for sid in s.stream_ids():
-                self.metrics.register_stream(sid)
         self.metrics.watch_queue("frames", self._frame_q.qsize)
         self.metrics.watch_queue("results", self._result_q.qsize)
         for sink in self.sinks:
@@ -233,9 +285,22 @@ class Pipeline:
         self.runtime.spawn("sink", self._sink_loop, required=True)
         self.runtime.spawn("inference", self._inference_loop, required=True)
         self.runtime.spawn("model-swap", self._swap_loop)
+        logging.getLogger("vbw.source").addHandler(self.last_errors)
+        by_id = {sc.id: sc for sc in cfg.sources}
         for s in self.sources:
-            self.runtime.start_source(s, _SourceCtx(self, s))
-            log.info("source %s started", s.describe())
+            self._launch(s, by_id.get(s.id) if self._sources_arg is None else None)
+        if cfg.api.enabled:
+            from worker.api import ApiServer
+
+            self._api = ApiServer(self, cfg.api, self.reloader.reload if self.reloader is not None else None)
+            try:
+                self.api_port = self._api.bind()
+            except OSError as e:
+                raise StartupError(f"api port {cfg.api.host}:{cfg.api.port}: {e.strerror or e}") from None
+            self.runtime.spawn("api", self._api.serve)
+            log.info("stream API on http://%s:%d/streams", cfg.api.host, self.api_port)
+        if self.reloader is not None and cfg.api.watch_config:
+            self.runtime.spawn("config-watch", self._watch_config)
 
     def _event_stage(self) -> EventStage:
         """The segmenter, its state store (with a kafka source) and snapshots."""
@@ -257,10 +322,7 @@ class Pipeline:
             from worker.snapshots import SnapshotStore
 
             self._snapshots = SnapshotStore.from_config(cfg.snapshots)
-        for s in self.sources:
-            for sid in s.stream_ids():
-                for label in rules:
-                    self.metrics.register_events(sid, label)
+        self._event_rules = list(rules)
         log.info(
             "events: %s to %s", ", ".join(rules) or "no label", ", ".join(s.name for s in self._event_sinks)
         )
@@ -291,6 +353,183 @@ class Pipeline:
             return None
 
     # -- sources --------------------------------------------------------------------------------
+    def _launch(self, source: Source, config: SourceConfig | None) -> None:
+        """Start one source in its thread, its streams' series at 0 first (caller: at start, or
+        holding `_changes`)."""
+        for sid in source.stream_ids():
+            self.metrics.register_stream(sid)
+            for label in self._event_rules:
+                self.metrics.register_events(sid, label)
+        ctx = _SourceCtx(self, source)
+        self._running[source.id] = _Running(source, ctx, config)
+        self.runtime.start_source(source, ctx)
+        log.info("source %s started", source.describe())
+
+    def _put_control(self, item: Any) -> None:
+        # Controls must not be lost; they wait for room unless the inference thread is gone.
+        while self.runtime.alive("inference"):
+            try:
+                self._frame_q.put(item, timeout=_IDLE_S)
+                return
+            except queue.Full:
+                continue
+
+    def _drain_source(self, entry: _Running) -> bool:
+        """Stop one source, close its streams' windows (end-of-stream rule), wait until all of
+        them are published, then forget the streams. True when it finished within the grace."""
+        src, ctx = entry.source, entry.ctx
+        entry.draining = True
+        ctx.removed = True
+        grace = self.cfg.pipeline.shutdown_grace_s
+        t0 = time.monotonic()
+        stopped = self.runtime.stop_source(src, ctx, grace / 2)
+        sids = tuple(sorted(ctx.streams | set(src.stream_ids())))
+        for sid in sids:
+            self._put_control(StreamReset(sid, "shutdown", src.emit_partial_on_stop))
+        self._put_control(DropStreams(sids, "removed"))
+        drain = _Drain(sids)
+        self._put_control(drain)
+        published = drain.done.wait(max(0.5, grace - (time.monotonic() - t0)))
+        with self._streams_lock:
+            for sid in sids:
+                if self._streams.get(sid) is ctx:
+                    del self._streams[sid]
+        for sid in sids:
+            self.metrics.forget_stream(sid)
+        self._running.pop(src.id, None)
+        self.last_errors.forget(src.id)
+        if src in self.sources:
+            self.sources.remove(src)
+        log.info(
+            "source %s removed in %.2fs%s",
+            src.describe(),
+            time.monotonic() - t0,
+            "" if published and stopped else " (not every window was published within the grace)",
+        )
+        return published and stopped
+
+    def _refuse(self, sc: SourceConfig | None, entry: _Running | None) -> None:
+        if self.runtime.stop_sources.is_set():
+            raise StreamRefused("the worker is shutting down")
+        if (sc is not None and sc.type == "kafka") or (
+            entry is not None and entry.source.commits_after_drain
+        ):
+            raise StreamRefused(
+                "kafka sources join a consumer group and commit after the drain: change them in the "
+                "config and restart (docs/operations.md)"
+            )
+
+    def _with_sources(self, sources: list[SourceConfig]) -> None:
+        self.cfg = self.cfg.model_copy(update={"sources": sources})
+
+    def add_source(self, sc: SourceConfig) -> SourceStatus:
+        """Start a new source (stream API POST, reload). StreamConflict when its id runs already."""
+        from worker.sources import build_source
+
+        with self._changes:
+            self._refuse(sc, None)
+            if sc.id in self._running:
+                raise StreamConflict(f"source {sc.id!r} exists already (PUT changes it)")
+            source = build_source(sc, self.cfg)
+            self.sources.append(source)
+            self._launch(source, sc)
+            self._with_sources([*(s for s in self.cfg.sources if s.id != sc.id), sc])
+            return self._status(self._running[sc.id])
+
+    def replace_source(self, sc: SourceConfig) -> SourceStatus:
+        """Drain the source of that id and start it again with `sc` (stream API PUT, reload)."""
+        from worker.sources import build_source
+
+        with self._changes:
+            entry = self._running.get(sc.id)
+            if entry is None:
+                raise StreamNotFound(f"no source {sc.id!r}")
+            self._refuse(sc, entry)
+            source = build_source(sc, self.cfg)  # before the drain: a bad build leaves it running
+            self._drain_source(entry)
+            self.sources.append(source)
+            self._launch(source, sc)
+            self._with_sources([sc if s.id == sc.id else s for s in self.cfg.sources])
+            return self._status(self._running[sc.id])
+
+    def remove_source(self, source_id: str) -> bool:
+        """Drain and forget a source (stream API DELETE, reload). True when every window of it
+        was published within the grace."""
+        with self._changes:
+            entry = self._running.get(source_id)
+            if entry is None:
+                raise StreamNotFound(f"no source {source_id!r}")
+            self._refuse(None, entry)
+            ok = self._drain_source(entry)
+            self._with_sources([s for s in self.cfg.sources if s.id != source_id])
+            return ok
+
+    def source_status(self, source_id: str) -> SourceStatus:
+        entry = self._running.get(source_id)
+        if entry is None:
+            raise StreamNotFound(f"no source {source_id!r}")
+        return self._status(entry)
+
+    def source_list(self) -> SourceList:
+        return SourceList(sources=[self._status(e) for e in list(self._running.values())])
+
+    def _status(self, entry: _Running) -> SourceStatus:
+        src, ctx = entry.source, entry.ctx
+        name = f"source:{src.id}"
+        now = time.monotonic()
+        sids = sorted(ctx.streams | set(src.stream_ids()))
+        value = self.metrics.registry.get_sample_value
+        streams = []
+        for sid in sids:
+            label = {"stream": self.metrics.stream(sid)}
+            n_in = int(value("vbw_frames_received_total", label) or 0)
+            dropped = int(
+                sum(
+                    value("vbw_frames_dropped_total", {**label, "reason": r}) or 0
+                    for r in ("overload", "late", "out_of_order", "bad_image", "engine_error", "shutdown")
+                )
+            )
+            meters = entry.rates.setdefault(sid, (RateMeter(entry.started), RateMeter(entry.started)))
+            last = ctx.last_frame.get(sid)
+            streams.append(
+                StreamStatus(
+                    stream_id=sid,
+                    up=bool(value("vbw_stream_up", label)),
+                    last_frame_age_s=None if last is None else round(now - last, 3),
+                    frames_in_per_s=round(meters[0].rate(now, n_in), 2),
+                    frames_analysed_per_s=round(meters[1].rate(now, max(0, n_in - dropped)), 2),
+                    frames_in=n_in,
+                    frames_dropped=dropped,
+                    windows=int(value("vbw_windows_emitted_total", label) or 0),
+                    reconnects=int(value("vbw_stream_reconnects_total", label) or 0),
+                )
+            )
+        if entry.draining:
+            state = "draining"
+        elif not self.runtime.alive(name):
+            state = "failed" if src.id in self.runtime.failed else "ended"
+        elif any(s.up for s in streams):
+            state = "running"
+        else:
+            state = "starting" if not ctx.streams and now - entry.started < 5 else "connecting"
+        return SourceStatus(
+            id=src.id,
+            kind=entry.config.type if entry.config is not None else type(src).__name__,
+            state=state,
+            uptime_s=round(now - entry.started, 3),
+            last_error=self.last_errors.get(src.id),
+            streams=streams,
+            config=entry.config.model_dump(mode="json") if entry.config is not None else {},
+        )
+
+    def _watch_config(self) -> None:
+        """Poll the config file for a change (worker.reload.Reloader.changed says why polling)."""
+        assert self.reloader is not None
+        interval = self.cfg.api.watch_interval_s
+        while not self.runtime.stop_sources.wait(interval):
+            if self.reloader.changed():
+                self.reloader.reload("file changed")
+
     def _register_stream(self, stream_id: str, ctx: _SourceCtx) -> None:
         with self._streams_lock:
             self._streams[stream_id] = ctx
@@ -313,6 +552,7 @@ class Pipeline:
         )
         fq = self._frame_q
         stopping = False
+        drains: list[_Drain] = []  # waiting for their streams' last windows to leave the stage
         while not stopping:
             self.health.beat("inference")
             if not stage.swapping and not self._swap_ready.empty():
@@ -327,10 +567,24 @@ class Pipeline:
             except queue.Empty:
                 pass
             stopping = any(i is _STOP for i in items)
-            self._hand_on(stage.feed([i for i in items if i is not _STOP]))
+            batch: list[Any] = []
+            for i in items:
+                if isinstance(i, _Drain):  # the items before it go first
+                    self._hand_on(stage.feed(batch))
+                    batch = []
+                    drains.append(i)
+                elif i is not _STOP:
+                    batch.append(i)
+            self._hand_on(stage.feed(batch))
+            # A drained stream's windows have all left the stage: the marker follows them.
+            for d in [d for d in drains if not any(stage.pending(s) for s in d.stream_ids)]:
+                drains.remove(d)
+                self._put_result(d)
         # Shutdown: what is queued is in flight; finish it, then close every stream.
         self._hand_on(stage.close(self._emit_partial_on_stop))
         self._fail_swaps("the worker is shutting down")
+        for d in drains:
+            self._put_result(d)
         self._put_result(_STOP)
 
     def _hand_on(self, out: StageOutput) -> None:
@@ -377,7 +631,12 @@ class Pipeline:
                 item = None
             if item is _STOP:
                 break
-            if isinstance(item, EventBatch):
+            if isinstance(item, _Drain):  # every window of its streams was handed to the sinks
+                for sink in self.sinks:
+                    with contextlib.suppress(Exception):
+                        sink.poll()
+                item.done.set()
+            elif isinstance(item, EventBatch):
                 self._ledger.publish_events(item, self._event_sinks)
             elif item is not None:
                 self._ledger.publish(item, self._window_sinks)
@@ -535,6 +794,9 @@ class Pipeline:
 
     def _shutdown(self) -> int:
         log.info("shutting down: %s", self.runtime.stop_reason)
+        if self._api is not None:
+            self._api.stop()
+        logging.getLogger("vbw.source").removeHandler(self.last_errors)
         ok = self.runtime.shutdown(self._drain) and self._sinks_ok
         if self.engine is not None and self.engine is not self._engine:
             with contextlib.suppress(Exception):

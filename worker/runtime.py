@@ -6,6 +6,9 @@
   while the program loads.
 - One thread per source (`start_source`): a source that raises ends alone, logged as one line;
   `SourceFailed` and any other exception count as a failure, the input's end does not.
+- A registry of the running sources: `stop_source` stops one of them at runtime (the stream API,
+  a config reload) without touching the others; the program then drains its streams.
+- SIGHUP: `on_hangup` (a config reload), when the program sets it.
 - The main loop (`watch`): stop once every source of an all-finite set has ended, or a required
   thread died.
 - Shutdown (`shutdown`): sources get half the grace to return; the program drains what is in
@@ -23,6 +26,7 @@ import logging
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +48,29 @@ class StartupError(VbwError):
     broker that is not up yet, say)."""
 
 
+class _StopEvery(threading.Event):
+    """The program-wide stop of the sources: setting it also sets each source's own stop event
+    (`SourceContextBase.stop_event`), which alone stops one source removed at runtime."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._each: weakref.WeakSet[threading.Event] = weakref.WeakSet()  # a removed source's goes
+        self._each_lock = threading.Lock()
+
+    def listen(self, ev: threading.Event) -> None:
+        with self._each_lock:
+            self._each.add(ev)
+        if self.is_set():
+            ev.set()
+
+    def set(self) -> None:
+        super().set()
+        with self._each_lock:
+            each = list(self._each)
+        for ev in each:
+            ev.set()
+
+
 class Runtime:
     def __init__(
         self,
@@ -58,9 +85,11 @@ class Runtime:
         self.health = health or Health()
         self._install_signals = install_signals
         self.threads: dict[str, threading.Thread] = {}
-        self.sources: list[Source] = []
+        self.sources: list[Source] = []  # the running ones (start_source adds, stop_source removes)
         self.failed: set[str] = set()  # ids of the sources that ended by failing
-        self.stop_sources = threading.Event()  # sources: return from run()
+        self.stop_sources = _StopEvery()  # sources: return from run()
+        self.on_hangup: Callable[[], None] | None = None  # SIGHUP (config reload)
+        self._sources_lock = threading.Lock()  # sources and threads change from API threads
         self.drained = threading.Event()  # the program drained at shutdown: no more feedback
         self.started = threading.Event()
         self.stop_reason = ""
@@ -102,7 +131,8 @@ class Runtime:
     # -- threads --------------------------------------------------------------------------------
     def spawn(self, name: str, target: Callable[..., Any], *args: Any, required: bool = False) -> None:
         t = threading.Thread(target=target, args=args, name=f"vbw-{name}", daemon=True)
-        self.threads[name] = t
+        with self._sources_lock:
+            self.threads[name] = t
         if required:
             self._required.append(name)
         t.start()
@@ -136,6 +166,13 @@ class Runtime:
         if self._install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(sig, self._on_signal)
+            if self.on_hangup is not None:
+                signal.signal(signal.SIGHUP, self._on_hangup)
+
+    def _on_hangup(self, _signum: int, _frame: Any) -> None:
+        # Not in the handler itself: a reload drains and starts sources, which takes seconds.
+        if self.on_hangup is not None and not self._stop_requested.is_set():
+            self.spawn("sighup", self.on_hangup)
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         name = signal.Signals(signum).name
@@ -155,8 +192,34 @@ class Runtime:
     # -- sources --------------------------------------------------------------------------------
     def start_source(self, source: Source, ctx: SourceContextBase) -> None:
         """`source.run(ctx)` in a thread of its own, named after the source."""
-        self.sources.append(source)
+        with self._sources_lock:
+            self.sources.append(source)
+            self.failed.discard(source.id)
         self.spawn(f"source:{source.id}", self._source_main, source, ctx)
+
+    def running_sources(self) -> list[Source]:
+        with self._sources_lock:
+            return list(self.sources)
+
+    def stop_source(self, source: Source, ctx: SourceContextBase, timeout: float) -> bool:
+        """Stop one running source alone (the others go on) and forget it. True when its thread
+        returned within `timeout`; a thread still blocked (an RTSP read) is left to return by
+        itself: its context refuses its frames from now on."""
+        ctx.stop_event.set()
+        name = f"source:{source.id}"
+        t = self.threads.get(name)
+        if t is not None:
+            t.join(timeout)
+        alive = t is not None and t.is_alive()
+        if alive:
+            self.log.warning("%s still blocked after %.1fs; leaving it", name, timeout)
+        with self._sources_lock:
+            if source in self.sources:
+                self.sources.remove(source)
+            if self.threads.get(name) is t:
+                del self.threads[name]
+            self.failed.discard(source.id)
+        return not alive
 
     def _source_main(self, source: Source, ctx: SourceContextBase) -> None:
         try:
@@ -179,11 +242,12 @@ class Runtime:
     def watch(self, tick: Callable[[], None] | None = None) -> None:
         """Until a stop is requested: `tick()` every IDLE_S, stop when every source of an
         all-finite set has ended or a required thread has."""
-        finite = bool(self.sources) and all(s.finite for s in self.sources)
         while not self._stop_requested.wait(IDLE_S):
             if tick is not None:
                 tick()
-            if finite and not any(self.alive(f"source:{s.id}") for s in self.sources):
+            sources = self.running_sources()  # sources come and go at runtime (stream API)
+            finite = bool(sources) and all(s.finite for s in sources)
+            if finite and not any(self.alive(f"source:{s.id}") for s in sources):
                 self.stop("every source ended")
             for name in self._required:
                 if not self.alive(name):
@@ -205,8 +269,9 @@ class Runtime:
         # Sources get up to half the grace (an RTSP read can block until its read timeout).
         src_deadline = time.monotonic() + grace / 2
         # Sources that commit after the last ack (Kafka) keep running until the program drained.
-        lingering = sorted(f"source:{s.id}" for s in self.sources if s.commits_after_drain)
-        for s in self.sources:
+        sources = self.running_sources()
+        lingering = sorted(f"source:{s.id}" for s in sources if s.commits_after_drain)
+        for s in sources:
             name = f"source:{s.id}"
             if name not in lingering:
                 t = self.threads[name]
@@ -223,7 +288,8 @@ class Runtime:
         return ok
 
     def every_source_failed(self) -> bool:
-        return bool(self.sources) and all(s.id in self.failed for s in self.sources)
+        sources = self.running_sources()
+        return bool(sources) and all(s.id in self.failed for s in sources)
 
     def exit_code(self, ok: bool) -> int:
         """0, or 1 when work was cut off (`ok` False) or every source failed (each logged its line)."""

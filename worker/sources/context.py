@@ -9,6 +9,7 @@ runs the source's thread.
 
 from __future__ import annotations
 
+import threading
 from abc import abstractmethod
 from collections import deque
 from collections.abc import Iterable
@@ -44,13 +45,16 @@ class SourceContextBase(SourceContext):
         self.streams: set[str] = set()  # the streams this source has emitted frames of
         self._feedback: deque[Feedback] = deque()
         self._congested = False
+        # This source's own stop: set when it is removed at runtime, and by the program's stop.
+        self.stop_event = threading.Event()
+        runtime.stop_sources.listen(self.stop_event)
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stopping(self) -> bool:
-        return self.runtime.stop_sources.is_set()
+        return self.stop_event.is_set()
 
     def wait(self, seconds: float) -> bool:
-        return self.runtime.stop_sources.wait(max(0.0, seconds))
+        return self.stop_event.wait(max(0.0, seconds))
 
     def drained(self) -> bool:
         return self.runtime.drained.is_set()
