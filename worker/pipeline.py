@@ -715,7 +715,14 @@ class Pipeline:
         res = self.swap_model(new.engine).result(timeout)
         if not res.ok:
             raise ModelSwapError(res.error or "model swap failed")
+        with self._changes:
+            self.cfg = self.cfg.model_copy(update={"engine": new.engine})
         return res
+
+    def model_changed(self, engine: EngineConfig) -> bool:
+        """The model `engine` names differs from the running one though the section may not:
+        its model.json changed (a new model written over the directory, a symlink swapped)."""
+        return model_fingerprint(engine.model_dir) != self._model_fp
 
     def _swap_loop(self) -> None:
         while not self.runtime.stop_sources.is_set():

@@ -5,8 +5,11 @@
   logged, and `vbw_config_reload_total{result="rejected"}` counts it.
 - Only `sources` reload. A change anywhere else (engine, sinks, windows, ...) also rejects the
   whole reload with "needs a restart", so what runs is always one file's config, never half of
-  two. The hot model swap (issue 12 part 3) takes the `engine` section once the pipeline has
-  `swap_engine(new_config)` (the call site is here); until then an engine change needs a restart. Kafka sources join a consumer group: changing them needs a restart too.
+  two. The `engine` section, and a model directory whose model.json changed under the same
+  section, go to the hot model swap (`Pipeline.swap_engine`, worker.model_swap): the new model
+  is loaded beside the old one and each stream switches at a window boundary; a model that
+  fails to load or warm up fails the reload and the old one goes on. Kafka sources join a
+  consumer group: changing them needs a restart too.
 - The sources are diffed by id (`diff_sources`): new ones start, removed ones drain (their
   windows in flight are published), changed ones drain and start again, unchanged ones are not
   touched, so their streams lose no frame.
@@ -146,7 +149,8 @@ class Reloader:
         blocked = needs_restart(old, new, diff)
         # The hot model swap (issue 12 part 3), once the pipeline has it, takes the engine section.
         swap = getattr(self.control, "swap_engine", None)
-        engine_changed = old.engine != new.engine
+        model_changed = getattr(self.control, "model_changed", None)  # same section, new model.json
+        engine_changed = old.engine != new.engine or (model_changed is not None and model_changed(new.engine))
         if swap is not None:
             blocked = [p for p in blocked if p.path != "engine"]
         if blocked:
