@@ -1,16 +1,20 @@
-"""Hot model swap in a running pipeline (in-process, the shipped model on ONNX Runtime, file
-sources, the JSONL sink): a swap mid-run, a failing one, an unchanged one."""
+"""Hot model swap in a running pipeline (the shipped model on ONNX Runtime, looping file sources,
+the JSONL sink): in-process, a swap mid-run, a failing one, an unchanged one; end to end, `vbw
+run` whose config's engine section names another model mid-run, reloaded on SIGHUP. Every
+stream's windows change model_version exactly once, every window in order, none missing."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import shutil
+import signal
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from worker_helpers import read_jsonl, wait_until
+import yaml
+from worker_helpers import metric_value, read_jsonl, wait_until
 
 from worker.config import EngineConfig, parse_config
 from worker.pipeline import Pipeline
@@ -18,6 +22,7 @@ from worker.pipeline import Pipeline
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "vbw-motion-small"
 STRIDE = 4
+NEW = "0.2.1+swap"
 
 
 def bumped_model(root: Path, suffix: str = "swap") -> Path:
@@ -142,3 +147,48 @@ def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path) -> Non
     assert sample(p, "vbw_model_swaps_total", result="failed") == 2
     assert sample(p, "vbw_model_swaps_total", result="unchanged") == 1
     assert sample(p, "vbw_model_swaps_total", result="switched") == 0
+
+
+def test_vbw_run_swaps_the_model_on_reload_without_a_gap(worker_proc, labelled_clips, tmp_path: Path) -> None:
+    out = tmp_path / "windows.jsonl"
+    config = {
+        "sources": [
+            {"type": "file", "id": f"cam{i}", "path": str(p), "loop": True}
+            for i, p in enumerate(labelled_clips.values())
+        ],
+        "sinks": [{"type": "jsonl", "path": str(out)}],
+        "windows": {"stride": STRIDE, "partial": "pad"},
+        "engine": {"model_dir": str(SHIPPED), "threads": 1},
+    }
+    w = worker_proc(config, out)
+    w.wait_ready(120)
+    w.wait_for(lambda: all(len(ws) >= 3 for ws in by_stream(w.windows()).values()) and len(by_stream(w.windows())) == 3, 60, "old-model windows on every stream")  # fmt: skip
+
+    new_dir = bumped_model(tmp_path)
+    cfg = yaml.safe_load(w.config_path.read_text())
+    cfg["engine"]["model_dir"] = str(new_dir)
+    tmp = w.config_path.with_suffix(".new")
+    tmp.write_text(yaml.safe_dump(cfg))
+    tmp.replace(w.config_path)  # whole, as a ConfigMap update lands
+    assert w.proc is not None
+    w.proc.send_signal(signal.SIGHUP)
+
+    def new_on_every_stream(n: int) -> bool:
+        s = by_stream(w.windows())
+        return len(s) == 3 and all(sum(d["model"]["version"] == NEW for d in ws) >= n for ws in s.values())
+
+    w.wait_for(lambda: new_on_every_stream(3), 120, "new-model windows on every stream")
+    metrics = w.metrics()
+    assert metric_value(metrics, "vbw_model_swaps_total", result="switched") == 1
+    assert metric_value(metrics, "vbw_model_swaps_total", result="failed") == 0
+    assert metric_value(metrics, "vbw_engine_info", version=NEW) == 1
+    rc, _ = w.sigterm(60)
+    assert rc == 0, w.stderr()[-3000:]
+
+    streams = by_stream(w.windows())
+    assert sorted(streams) == ["cam0", "cam1", "cam2"]
+    for ws in streams.values():
+        assert_one_switch_no_gap(ws, "0.2.1", NEW)
+    log = w.stderr()
+    assert "model swap: loading" in log and "hand over at their next window boundary" in log
+    assert "released" in log  # the old model was closed once no stream needed it
