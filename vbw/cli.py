@@ -23,6 +23,8 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("eval",): ("build_engine.cmd_eval", "top-1 accuracy of a model on freshly generated clips"),
     ("eval-events",): ("vbw.eval_events", "segment F1, boundary errors and static-scene events on long clips"),
     ("build-engine",): ("build_engine.cmd_build_engine", "compile TensorRT plans (GPU machine only)"),
+    ("index",): ("search.cmd_index", "window embeddings (topic or JSONL) into the search index"),
+    ("search",): ("search.cmd_search", "indexed windows by text or by a similar window"),
     ("summarize",): ("vbw.cmd_summarize", "events (JSONL or a topic) to HTML pages: timeline and snapshots"),
     ("bench", "engine"): ("vbw.bench.cmd_engine", "engine throughput per backend, precision and batch"),
     ("bench", "pipeline"): ("vbw.bench.cmd_pipeline", "whole-pipeline throughput and latency"),
@@ -31,6 +33,7 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "vbw.bench.cmd_reconnect",
         "camera outages: time to the first frame once it is back",
     ),
+    ("bench", "search"): ("vbw.bench.cmd_search", "search index: ingest rate, p50/p95 filtered query latency"),
     ("bench", "events"): ("vbw.bench.cmd_events", "time from a motion's first frame to its start event's ack"),
 }
 
