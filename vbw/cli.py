@@ -21,7 +21,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
     ("train",): ("build_engine.cmd_train", "train the VideoBERT model (codebook, pretrain, fine-tune)"),
     ("export",): ("build_engine.cmd_export", "export ONNX graphs (FP32, FP16, INT8) and model.json"),
     ("eval",): ("build_engine.cmd_eval", "top-1 accuracy of a model on freshly generated clips"),
-    ("eval-events",): ("vbw.eval_events", "segment F1, boundary errors and static-scene events on long clips"),
+    ("eval-events",): (
+        "vbw.eval_events",
+        "segment F1, boundary errors and static-scene events on long clips",
+    ),
     ("build-engine",): ("build_engine.cmd_build_engine", "compile TensorRT plans (GPU machine only)"),
     ("index",): ("search.cmd_index", "window embeddings (topic or JSONL) into the search index"),
     ("search",): ("search.cmd_search", "indexed windows by text or by a similar window"),
@@ -33,8 +36,18 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "vbw.bench.cmd_reconnect",
         "camera outages: time to the first frame once it is back",
     ),
-    ("bench", "search"): ("vbw.bench.cmd_search", "search index: ingest rate, p50/p95 filtered query latency"),
-    ("bench", "events"): ("vbw.bench.cmd_events", "time from a motion's first frame to its start event's ack"),
+    ("bench", "search"): (
+        "vbw.bench.cmd_search",
+        "search index: ingest rate, p50/p95 filtered query latency",
+    ),
+    ("bench", "events"): (
+        "vbw.bench.cmd_events",
+        "time from a motion's first frame to its start event's ack",
+    ),
+    ("bench", "swap"): (
+        "vbw.bench.cmd_swap",
+        "hot model swap: RSS of one vs two engines, memory back, load+warm time",
+    ),
 }
 
 

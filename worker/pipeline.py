@@ -55,7 +55,7 @@ from worker.frames import Frame, Window
 from worker.health import Health
 from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
 from worker.metrics import Metrics
-from worker.model_swap import ModelSwapError, SwapResult, model_fingerprint
+from worker.model_swap import ModelSwapError, SwapResult, model_fingerprint, return_freed_memory
 from worker.runtime import Runtime, StartupError
 from worker.sinks.base import Sink
 from worker.sources.base import Feedback, Source
@@ -592,6 +592,7 @@ class Pipeline:
             if engine is not self._engine:
                 with contextlib.suppress(Exception):
                     engine.close()
+                return_freed_memory()
         # Holds, then releases, then results: no frame is freed while a window still needs it.
         self._ledger.hold(out.held)
         for sid, refs in out.released:
