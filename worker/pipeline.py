@@ -394,6 +394,10 @@ class Pipeline:
             for sid in sids:
                 if self._streams.get(sid) is ctx:
                     del self._streams[sid]
+        value = self.metrics.registry.get_sample_value
+        windows = sum(
+            value("vbw_windows_emitted_total", {"stream": self.metrics.stream(s)}) or 0 for s in sids
+        )
         for sid in sids:
             self.metrics.forget_stream(sid)
         self._running.pop(src.id, None)
@@ -401,9 +405,10 @@ class Pipeline:
         if src in self.sources:
             self.sources.remove(src)
         log.info(
-            "source %s removed in %.2fs%s",
+            "source %s removed in %.2fs, %d windows published%s",
             src.describe(),
             time.monotonic() - t0,
+            windows,
             "" if published and stopped else " (not every window was published within the grace)",
         )
         return published and stopped
