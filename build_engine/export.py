@@ -41,13 +41,15 @@ from contracts.graph import (
     MOTION_ENCODER,
     PRECISIONS,
     PREV_FEATURES,
+    TEXT_ENCODER,
+    TOKENIZER_NAME,
     TOKENS,
     WHOLE_WINDOW,
     WINDOW_ENCODER,
     graph_filename,
 )
 from engines.base import window_predecessors
-from engines.manifest import FileEntry, ModelManifest, Normalization, OpenSet, sha256_file
+from engines.manifest import FileEntry, ModelManifest, Normalization, OpenSet, TextInfo, sha256_file
 from videobert.model import VideoBERT, load_checkpoint, save_checkpoint
 
 OPSET = 18
@@ -55,7 +57,7 @@ FP32_SCORE_TOLERANCE = 1e-4
 # The shipped default model must fit in this; export warns past it. The whole-window graph
 # repeats the stages' weights, so by default it is written in FP32 only (benchmarks, parity);
 # engines compose the stage graphs for the other precisions.
-SIZE_BUDGET_BYTES = 10_000_000
+SIZE_BUDGET_BYTES = 15_000_000
 CALIB_FPS = 5.0  # fallback calibration clips: the worker's default analysis rate
 
 
@@ -142,19 +144,32 @@ def read_shapes_after_cast(proto: onnx.ModelProto) -> int:
     return moved
 
 
+def _text_ids(model: VideoBERT, batch: int = 2) -> torch.Tensor:
+    """Sample token ids [B, L]: words then padding, as the tokenizer gives them."""
+    text = model.cfg.text or {}
+    ids = torch.zeros(batch, text["max_len"], dtype=torch.int64)
+    ids[:, :5] = torch.arange(2, 7)
+    return ids
+
+
 def export_fp32_graph(model: VideoBERT, graph: str) -> onnx.ModelProto:
     """Trace one stage with the dynamo exporter; only dim 0 (batch) is dynamic."""
-    module = {
-        FRAME_ENCODER: _CastFirst(model.frame_encoder),
-        MOTION_ENCODER: _MotionStage(model.window_encoder),
-        WINDOW_ENCODER: _TokenStage(model.window_encoder),
-        WHOLE_WINDOW: _CastFirst(model),
-    }[graph]
+    if graph == TEXT_ENCODER:
+        module: torch.nn.Module = model.text_encoder
+        sample: tuple[torch.Tensor, ...] = (_text_ids(model),)
+    else:
+        module = {
+            FRAME_ENCODER: _CastFirst(model.frame_encoder),
+            MOTION_ENCODER: _MotionStage(model.window_encoder),
+            WINDOW_ENCODER: _TokenStage(model.window_encoder),
+            WHOLE_WINDOW: _CastFirst(model),
+        }[graph]
+        sample = _sample_inputs(model)[graph]
     inputs, outputs = GRAPH_IO[graph]
     batch = torch.export.Dim("batch", min=1, max=65536)
     program = torch.onnx.export(
         module.eval(),
-        _sample_inputs(model)[graph],
+        sample,
         input_names=list(inputs),
         output_names=list(outputs),
         dynamic_shapes=tuple({0: batch} for _ in inputs),  # one batch size shared by all inputs
@@ -191,6 +206,8 @@ def torch_outputs(model: VideoBERT, graph: str, *xs: np.ndarray) -> list[np.ndar
         return [model.window_encoder.step(*t).numpy()]
     if graph == WINDOW_ENCODER:
         return [y.numpy() for y in model.window_encoder.forward_tokens(*t)]
+    if graph == TEXT_ENCODER:
+        return [model.text_encoder(*t).numpy()]
     return [y.numpy() for y in model(*t)]
 
 
@@ -269,6 +286,8 @@ class ExportResult:
     out_dir: Path
     fp32_max_abs_diff: dict[str, float] = field(default_factory=dict)
     top1_agreement: dict[str, float] = field(default_factory=dict)  # precision -> the three stages vs torch
+    # precision -> the windows' prompt-label top-1 agreement with the torch fp32 text encoder
+    text_top1_agreement: dict[str, float] = field(default_factory=dict)
 
 
 def _save(proto: onnx.ModelProto, path: Path) -> None:
@@ -284,6 +303,7 @@ def write_manifest(
     graphs: dict[str, dict[str, str]],
     training: dict[str, object],
     open_set: OpenSet | None = None,
+    text: TextInfo | None = None,
 ) -> ModelManifest:
     """Hash every file in the directory (model.json excepted) and write model.json."""
     cfg = model.cfg
@@ -308,6 +328,7 @@ def write_manifest(
         files=files,
         training=training,
         open_set=open_set,
+        text=text,
     )
     (out_dir / MANIFEST_NAME).write_text(manifest.model_dump_json(by_alias=True, indent=2) + "\n")
     return manifest
@@ -368,7 +389,7 @@ def export_model(
     )
 
     # Stale graphs from an earlier export would be hashed into the new manifest: remove them.
-    for old in [*out.glob("*.onnx"), out / CHECKPOINT_NAME, out / MANIFEST_NAME]:
+    for old in [*out.glob("*.onnx"), out / CHECKPOINT_NAME, out / MANIFEST_NAME, out / TOKENIZER_NAME]:
         old.unlink(missing_ok=True)
 
     source = clip_source or calibration_clips
@@ -431,8 +452,14 @@ def export_model(
                 f"{result.top1_agreement[precision]:.3f}"
             )
 
-    save_checkpoint(model, str(out / CHECKPOINT_NAME))  # weights + config only
-    result.manifest = write_manifest(model, out, name, version, graphs, training, open_set)
+    text_info = None
+    if cfg.text is not None:
+        text_info = export_text(model, raw, out, precisions, check_tokens, result, graphs)
+    # Weights + config (+ the tokenizer, so a re-export from the model directory keeps it).
+    save_checkpoint(
+        model, str(out / CHECKPOINT_NAME), extra={"tokenizer": raw["tokenizer"]} if cfg.text else None
+    )
+    result.manifest = write_manifest(model, out, name, version, graphs, training, open_set, text_info)
     total = sum(f.bytes for f in result.manifest.files.values())
     _log(f"wrote {out / MANIFEST_NAME}: {len(result.manifest.files)} files, {total / 1e6:.2f} MB in all")
     if total > SIZE_BUDGET_BYTES:
@@ -443,3 +470,91 @@ def export_model(
             f"~{SIZE_BUDGET_BYTES / per_param / 1e3:.0f}k parameters fit)"
         )
     return result
+
+
+# --- the text encoder ------------------------------------------------------------------------------
+
+
+def text_parity_sentences(n: int, seed: int) -> list[str]:
+    """Captions of the generated clips' language (the calibration and check sentences)."""
+    from build_engine.captions import corpus
+
+    return list(corpus(n, seed))[-n:]
+
+
+def fp16_text_tail(proto: onnx.ModelProto) -> list[str]:
+    """Nodes after the text encoder's last projection (the L2 normalisation): kept FP32."""
+    nodes = list(proto.graph.node)
+    last = max(i for i, n in enumerate(nodes) if n.op_type in ("Gemm", "MatMul"))
+    return [n.name for n in nodes[last + 1 :]]
+
+
+def text_top1_agreement(
+    proto: onnx.ModelProto, prompt_ids: np.ndarray, want: np.ndarray, windows: np.ndarray
+) -> tuple[float, float]:
+    """(top-1 agreement, least cosine) of a text encoder variant with the reference prompt
+    embeddings `want` [P, E]: the share of windows [W, E] whose best-matching prompt (their
+    zero-shot label) is the same, the bound the other graphs' scores are held to; and the
+    least cosine between a prompt's two embeddings."""
+    got = _ort_run(proto, {GRAPH_IO[TEXT_ENCODER].inputs[0]: prompt_ids})[0]
+    agree = float(((windows @ got.T).argmax(1) == (windows @ want.T).argmax(1)).mean())
+    return agree, float((got * want).sum(1).min())
+
+
+def export_text(
+    model: VideoBERT,
+    raw: dict,
+    out: Path,
+    precisions: tuple[str, ...],
+    check_tokens: np.ndarray,
+    result: ExportResult,
+    graphs: dict[str, dict[str, str]],
+) -> TextInfo:
+    """text_encoder in every precision, tokenizer.json, and the manifest's `text` entry."""
+    from build_engine.precision import to_fp16
+    from engines.text import TextTokenizer
+
+    text = model.cfg.text or {}
+    tok_json = raw.get("tokenizer")
+    if not isinstance(tok_json, str):
+        raise ExportError("the checkpoint has a text encoder but no tokenizer (train it with `vbw train`)")
+    (out / TOKENIZER_NAME).write_text(tok_json)
+    tokenizer = TextTokenizer(out / TOKENIZER_NAME, text["max_len"])
+    calib_ids = tokenizer.encode(text_parity_sentences(256, 1234))
+    check_ids = tokenizer.encode(text_parity_sentences(256, 1235))
+    prompts = raw.get("default_prompts")
+    prompt_ids = (
+        tokenizer.encode(list(prompts.values())) if isinstance(prompts, dict) and prompts else check_ids
+    )
+    with torch.no_grad():
+        want = model.text_encoder(torch.from_numpy(prompt_ids)).numpy()
+        windows = model.window_encoder.forward_tokens(torch.from_numpy(check_tokens))[1].numpy()
+    fp32 = export_fp32_graph(model, TEXT_ENCODER)
+    diff = check_fp32_parity(model, TEXT_ENCODER, fp32, (check_ids[:32],))
+    result.fp32_max_abs_diff[TEXT_ENCODER] = diff
+    _log(f"{TEXT_ENCODER}: fp32 ONNX Runtime vs torch max abs diff {diff:.2e}")
+    variants = {"fp32": fp32}
+    if "fp16" in precisions:
+        variants["fp16"] = to_fp16(fp32, keep_fp32_nodes=fp16_text_tail(fp32))
+    if "int8" in precisions:
+        variants["int8"] = to_int8_qdq(fp32, [calib_ids[i : i + 32] for i in range(0, len(calib_ids), 32)])
+    for precision, proto in variants.items():
+        filename = graph_filename(TEXT_ENCODER, precision)
+        for problem in trt_problems(proto):
+            _log(f"WARNING: {filename}: TensorRT's ONNX parser would reject it: {problem}")
+        _save(proto, out / filename)
+        graphs[precision][TEXT_ENCODER] = filename
+        if precision != "fp32":
+            agree, cos = text_top1_agreement(proto, prompt_ids, want, windows)
+            result.text_top1_agreement[precision] = agree
+            _log(
+                f"{TEXT_ENCODER} {precision}: prompt-label top-1 agreement with torch fp32 on "
+                f"{len(windows)} held-out windows {agree:.3f}, least prompt cosine {cos:.4f}"
+            )
+    return TextInfo(
+        tokenizer=TOKENIZER_NAME,
+        max_len=int(text["max_len"]),
+        prompt_temperature=float(text.get("prompt_temperature", 0.05)),
+        default_prompts=dict(prompts) if isinstance(prompts, dict) else {},
+        training=dict(raw["text_training"]) if isinstance(raw.get("text_training"), dict) else {},
+    )

@@ -113,8 +113,11 @@ def remove_cast_round_trips(model: onnx.ModelProto) -> int:
     return len(rename)
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """FP16 mixed-precision copy of an FP32 graph; I/O types and touchy ops unchanged."""
+def to_fp16(model: onnx.ModelProto, keep_fp32_nodes: list[str] | None = None) -> onnx.ModelProto:
+    """FP16 mixed-precision copy of an FP32 graph; I/O types and touchy ops unchanged.
+
+    `keep_fp32_nodes`: nodes kept FP32 by name; by default the embedding head's tail (a graph
+    with `scores` and `embedding` outputs)."""
     from onnxruntime.transformers import float16
     from onnxruntime.transformers.onnx_model import OnnxModel
 
@@ -126,7 +129,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
         model,
         keep_io_types=True,
         op_block_list=list(FP16_KEEP_FP32_OPS),
-        node_block_list=embedding_tail_nodes(model),
+        node_block_list=embedding_tail_nodes(model) if keep_fp32_nodes is None else keep_fp32_nodes,
     )
     # The converter appends its Cast nodes at the end of the node list; the ONNX spec (and
     # onnx.checker, TensorRT's parser) want topological order.

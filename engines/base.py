@@ -18,6 +18,7 @@ All inputs are uint8 RGB; normalisation lives inside the graphs. All outputs are
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict
 from contracts.errors import VbwError
 from contracts.graph import TOKENS
 from engines.manifest import ModelManifest
+from engines.text import TextTokenizer
 from engines.validation import check_rows, check_windows
 
 
@@ -79,8 +81,15 @@ class EngineInfo(BaseModel):
         )
 
 
+class TextUnavailable(VbwError, ValueError):
+    """The model has no text encoder (trained without the text stage, or exported before it):
+    `encode_text` and prompt labels need a model directory with `text_encoder.onnx`."""
+
+
 class Engine(ABC):
     metadata: EngineInfo
+    # Set by engines whose model has a text side (engines.text.TextTokenizer).
+    text_tokenizer: TextTokenizer | None = None
 
     @abstractmethod
     def encode_frames(self, frames: np.ndarray) -> np.ndarray:
@@ -98,6 +107,27 @@ class Engine(ABC):
     @abstractmethod
     def infer_windows(self, clips: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """uint8 [B, T, H, W, 3] -> (scores [B, C], embedding [B, E]) in one graph."""
+
+    @property
+    def has_text(self) -> bool:
+        return self.text_tokenizer is not None
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        """Sentences -> float32 [N, E], L2-normalised, in the space of the window embedding
+        (`encode_tokens`' second output): a caption and a window compare by dot product."""
+        if self.text_tokenizer is None:
+            raise TextUnavailable(
+                f"model {self.metadata.name} {self.metadata.version} has no text encoder; "
+                "train it with the text stage (`vbw train`) and export it again"
+            )
+        ids = self.text_tokenizer.encode(texts)
+        if len(ids) == 0:
+            return np.zeros((0, self.metadata.embed_dim), np.float32)
+        return np.ascontiguousarray(self._encode_ids(ids), dtype=np.float32)
+
+    def _encode_ids(self, ids: np.ndarray) -> np.ndarray:
+        """int64 token ids [N, L] -> [N, E]: the text_encoder graph (engines with a text side)."""
+        raise NotImplementedError
 
     def encode_token_windows(
         self, first_features: np.ndarray, tokens: np.ndarray

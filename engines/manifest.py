@@ -52,6 +52,20 @@ class OpenSet(BaseModel):
         return labels[best]
 
 
+class TextInfo(BaseModel):
+    """The text side of a model trained with the text stage: how to turn sentences into vectors
+    comparable with the window `embedding` (the `text_encoder` graph of each precision)."""
+
+    model_config = ConfigDict(extra="forbid")
+    tokenizer: str  # tokenizer.json (Hugging Face `tokenizers`), relative to the model directory
+    max_len: int = Field(gt=2)  # token ids per sentence, padded with 0
+    # Prompt (zero-shot) scores = softmax(cosine / prompt_temperature) over the prompts, the
+    # temperature fitted on held-out clips with the default prompts.
+    prompt_temperature: float = Field(gt=0)
+    default_prompts: dict[str, str] = Field(default_factory=dict)  # label -> sentence
+    training: dict[str, object] = Field(default_factory=dict)
+
+
 class ModelManifest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     schema_: Literal["vbw.model/v1"] = Field("vbw.model/v1", alias="schema")
@@ -75,6 +89,8 @@ class ModelManifest(BaseModel):
     # Models that can say "nothing" (a `none` label, calibrated scores, a reject threshold);
     # None for models that must always name one of their labels.
     open_set: OpenSet | None = None
+    # Models with a text encoder (`encode_text`, zero-shot prompt labels); None for vision only.
+    text: TextInfo | None = None
 
 
 def sha256_file(path: Path) -> str:

@@ -18,14 +18,17 @@ from contracts.graph import (
     FEATURES,
     FRAME_ENCODER,
     FRAMES,
+    INPUT_IDS,
     MOTION_ENCODER,
     PREV_FEATURES,
+    TEXT_ENCODER,
     TOKENS,
     WHOLE_WINDOW,
     WINDOW_ENCODER,
 )
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
+from engines.text import TextTokenizer
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 OPT_LEVELS = ("disable", "basic", "extended", "all")
@@ -103,6 +106,12 @@ class OnnxRuntimeEngine(Engine):
         self._window = self._session(graphs[WINDOW_ENCODER])
         self._whole_file = graphs.get(WHOLE_WINDOW)
         self._whole: Any = None  # opened on first infer_windows: the worker never needs it
+        self._text: Any = None
+        if self.manifest.text is not None and TEXT_ENCODER in graphs:
+            self._text = self._session(graphs[TEXT_ENCODER])
+            self.text_tokenizer = TextTokenizer(
+                self.model_dir / self.manifest.text.tokenizer, self.manifest.text.max_len
+            )
 
         m = self.manifest
         accel = self._frame.get_providers()[0]
@@ -152,5 +161,8 @@ class OnnxRuntimeEngine(Engine):
         scores, embedding = self._whole.run(None, {CLIPS: clips})
         return scores, embedding
 
+    def _encode_ids(self, ids: np.ndarray) -> np.ndarray:
+        return self._text.run(None, {INPUT_IDS: ids})[0]
+
     def close(self) -> None:
-        self._frame = self._motion = self._window = self._whole = None
+        self._frame = self._motion = self._window = self._whole = self._text = None

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import ModuleType
 
 from contracts.errors import VbwError
-from contracts.graph import FRAME_ENCODER, MOTION_ENCODER, WHOLE_WINDOW, WINDOW_ENCODER
+from contracts.graph import FRAME_ENCODER, MOTION_ENCODER, TEXT_ENCODER, WHOLE_WINDOW, WINDOW_ENCODER
 from engines.base import EngineUnavailable
 from engines.manifest import ModelManifest, sha256_file
 from engines.plan_cache import PlanCache, PlanKey, Profile
@@ -84,6 +84,8 @@ def graph_profiles(
     }
     if WHOLE_WINDOW in graphs:
         out[WHOLE_WINDOW] = (graphs[WHOLE_WINDOW], windows)
+    if TEXT_ENCODER in graphs and manifest.text is not None:  # prompts: a window batch's worth
+        out[TEXT_ENCODER] = (graphs[TEXT_ENCODER], windows)
     return out
 
 

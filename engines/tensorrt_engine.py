@@ -40,14 +40,17 @@ from contracts.graph import (
     FEATURES,
     FRAME_ENCODER,
     FRAMES,
+    INPUT_IDS,
     MOTION_ENCODER,
     PREV_FEATURES,
+    TEXT_ENCODER,
     TOKENS,
     WHOLE_WINDOW,
     WINDOW_ENCODER,
 )
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.plan_cache import PlanCache, Profile
+from engines.text import TextTokenizer
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 
@@ -108,6 +111,9 @@ class TensorRTEngine(Engine):
         self._stream: Any = None
         self._stages: dict[str, _Stage] = {}
         m = self.manifest
+        if m.text is not None and TEXT_ENCODER in m.graphs[precision]:
+            # The text_encoder plan is built with the others (graph_profiles), int64 ids in.
+            self.text_tokenizer = TextTokenizer(self.model_dir / m.text.tokenizer, m.text.max_len)
         self.metadata = EngineInfo.of_model(
             m, backend="tensorrt", precision=precision, device=f"cuda:{device}", max_batch=max_batch
         )
@@ -238,6 +244,9 @@ class TensorRTEngine(Engine):
             return self.encode_windows(feats.reshape(b, t, -1))
         scores, embedding = self._run(WHOLE_WINDOW, {CLIPS: clips})
         return scores, embedding
+
+    def _encode_ids(self, ids: np.ndarray) -> np.ndarray:
+        return self._run(TEXT_ENCODER, {INPUT_IDS: ids})[0]
 
     def close(self) -> None:
         """Free buffers and release the CUDA context; call it from the inference thread."""

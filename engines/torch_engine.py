@@ -14,6 +14,7 @@ import numpy as np
 from contracts.graph import MANIFEST_NAME, TOKENS
 from engines.base import Engine, EngineInfo, EngineUnavailable
 from engines.manifest import ModelDirError
+from engines.text import TextTokenizer
 from engines.validation import check_clips, check_frames, check_steps, check_windows, open_model
 
 
@@ -60,6 +61,10 @@ class TorchEngine(Engine):
         except (ValueError, RuntimeError) as e:
             raise ModelDirError(f"{ckpt}: cannot load: {e}") from e
         self._autocast = precision == "fp16"
+        if self.manifest.text is not None and self.model.cfg.text is not None:
+            self.text_tokenizer = TextTokenizer(
+                self.model_dir / self.manifest.text.tokenizer, self.manifest.text.max_len
+            )
         m = self.manifest
         self.metadata = EngineInfo.of_model(
             m,
@@ -97,6 +102,9 @@ class TorchEngine(Engine):
         clips = check_clips(clips, m.num_frames, m.image_size)
         scores, embedding = self._run(self.model, clips)
         return self._numpy(scores), self._numpy(embedding)
+
+    def _encode_ids(self, ids: np.ndarray) -> np.ndarray:
+        return self._numpy(self._run(self.model.encode_text, ids))
 
     def close(self) -> None:
         if self._device.type == "cuda":

@@ -125,7 +125,9 @@ def test_graph_names_are_the_shipped_model_files() -> None:
     """Literal on purpose: these are the names on disk in every exported model directory."""
     assert STAGES == ("frame_encoder", "motion_encoder", "window_encoder")
     assert GRAPHS == ("frame_encoder", "motion_encoder", "window_encoder", "whole_window")
-    assert set(GRAPH_IO) == set(GRAPHS)
+    assert set(GRAPH_IO) == {*GRAPHS, "text_encoder"}
+    assert GRAPH_IO["text_encoder"] == (("input_ids",), ("text_embedding",))
+    assert graph_filename("text_encoder", "fp16") == "text_encoder.fp16.onnx"
     assert PRECISIONS == ("fp32", "fp16", "int8")
     assert (MANIFEST_NAME, CHECKPOINT_NAME) == ("model.json", "checkpoint.pt")
     assert graph_filename("whole_window", "fp32") == "whole_window.onnx"

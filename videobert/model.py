@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from videobert.text_model import AlignHead, TextConfig, TextEncoder
+
 
 @dataclass
 class VideoBertConfig:
@@ -59,6 +61,10 @@ class VideoBertConfig:
     # clips after training so a score of 0.8 is right about 80% of the time. A constant in the
     # exported graphs, so every engine gives the same calibrated scores; training sees raw logits.
     score_temperature: float = 1.0
+    # The text side (videobert.text_model.TextConfig as a dict), None for a vision-only model.
+    # With it, the window embedding is the text-aligned one (AlignHead) and the model has a
+    # text encoder: captions and windows compare by cosine.
+    text: dict | None = None
 
     @property
     def num_labels(self) -> int:
@@ -256,6 +262,8 @@ class WindowEncoder(nn.Module):
         self.head_labels = nn.Linear(cfg.d_model, cfg.num_labels)
         self.head_embed = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.head_mlm = nn.Linear(cfg.d_model, cfg.codebook_size)
+        if cfg.text is not None:
+            self.head_align = AlignHead(cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.mask_emb, std=0.02)
@@ -296,11 +304,20 @@ class WindowEncoder(nn.Module):
         return self.encode_tokens(self.embed(features, mask), mask)
 
     def heads(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label logits [B, C], embedding [B, E] L2-normalised) from the CLS state."""
+        """(label logits [B, C], embedding [B, E] L2-normalised) from the states.
+
+        The embedding is the text-aligned one when the model has a text side (what the worker
+        publishes and `vbw search` compares with `encode_text`), else the label-contrastive one.
+        """
         cls = states[:, 0]
-        e = self.head_embed(cls)
-        e = e * torch.rsqrt((e * e).sum(-1, keepdim=True) + 1e-12)
-        return self.head_labels(cls), e
+        if self.cfg.text is not None:
+            return self.head_labels(cls), self.head_align(states)
+        return self.head_labels(cls), self.label_embedding(states)
+
+    def label_embedding(self, states: torch.Tensor) -> torch.Tensor:
+        """The supervised-contrastive embedding of the CLS state (vision training's)."""
+        e = self.head_embed(states[:, 0])
+        return e * torch.rsqrt((e * e).sum(-1, keepdim=True) + 1e-12)
 
     def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [B, T, d] -> (calibrated scores [B, C], embedding [B, E]): the window_encoder graph."""
@@ -316,10 +333,9 @@ class WindowEncoder(nn.Module):
     def forward_train(
         self, features: torch.Tensor, mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(label logits [B, C], embedding [B, E], visual-word logits [B, T, K])."""
+        """(label logits [B, C], label-contrastive embedding [B, E], visual-word logits [B, T, K])."""
         states = self.encode(features, mask)
-        logits, embedding = self.heads(states)
-        return logits, embedding, self.head_mlm(states[:, 1:])
+        return self.head_labels(states[:, 0]), self.label_embedding(states), self.head_mlm(states[:, 1:])
 
 
 class VideoBERT(nn.Module):
@@ -328,6 +344,8 @@ class VideoBERT(nn.Module):
         self.cfg = cfg
         self.frame_encoder = FrameEncoder(cfg)
         self.window_encoder = WindowEncoder(cfg)
+        if cfg.text is not None:
+            self.text_encoder = TextEncoder(TextConfig.from_dict(cfg.text))
 
     def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, T, H, W, 3] -> [B, T, D]."""
@@ -337,6 +355,12 @@ class VideoBERT(nn.Module):
     def forward(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Whole-window path: uint8 [B, T, H, W, 3] -> (scores, embedding)."""
         return self.window_encoder(self.encode_frames(clips))
+
+    def encode_text(self, ids: torch.Tensor) -> torch.Tensor:
+        """int64 token ids [B, L] -> L2-normalised [B, E] in the window embedding's space."""
+        if self.cfg.text is None:
+            raise ValueError("this model has no text encoder (trained without the text stage)")
+        return self.text_encoder(ids)
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

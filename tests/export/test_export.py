@@ -23,6 +23,7 @@ from contracts.graph import (
     MOTION_ENCODER,
     PRECISIONS,
     STAGES,
+    TEXT_ENCODER,
     WHOLE_WINDOW,
     WINDOW_ENCODER,
     graph_filename,
@@ -76,6 +77,7 @@ def test_graph_io_names_types_and_only_batch_dynamic(tiny_model_dir: Path) -> No
         MOTION_ENCODER: [(TensorProto.FLOAT, ["batch", d])] * 2,  # features, prev_features
         WINDOW_ENCODER: [(TensorProto.FLOAT, ["batch", t, k])],
         WHOLE_WINDOW: [(TensorProto.UINT8, ["batch", t, h, w, 3])],
+        TEXT_ENCODER: [(TensorProto.INT64, ["batch", m.text.max_len])],
     }
     seen = set()
     for precision, graph, proto in _graphs(tiny_model_dir):
