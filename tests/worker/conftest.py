@@ -64,3 +64,11 @@ def worker_proc(tmp_path: Path) -> Iterator[Callable[..., WorkerProc]]:
     yield make
     for w in procs:
         w.stop()
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """90 s at 10 fps, small (the stream API and reload tests: no loop reset within a test)."""
+    from stream_api_helpers import write_long_clip
+
+    return write_long_clip(tmp_path_factory.mktemp("long") / "long.mp4")

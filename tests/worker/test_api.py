@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import itertools
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -22,39 +21,12 @@ import httpx
 import pytest
 from services.procs import free_port
 from services.rtsp_server import RtspServer
+from stream_api_helpers import FPS, STRIDE, assert_no_gap, file_source, rtsp_source
 from worker_helpers import PATIENCE, WorkerProc, read_jsonl, wait_until
 
 pytestmark = [pytest.mark.e2e]
 
 TOKEN = "t0ken-that-must-not-be-logged"
-STRIDE = 4
-FPS = 10.0
-
-
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """90 s at 10 fps, small: file sources that run through a whole test without a loop reset."""
-    from media.clips import clip_rng, render_clip, write_mp4
-
-    path = tmp_path_factory.mktemp("long") / "long.mp4"
-    write_mp4(render_clip("move_left", clip_rng(7, 0), 96, 64, 900, 10.0), path, 10.0)
-    return path
-
-
-def file_source(sid: str, clip: Path) -> dict[str, Any]:
-    return {"type": "file", "id": sid, "path": str(clip), "realtime": True}
-
-
-def rtsp_source(sid: str, url: str) -> dict[str, Any]:
-    return {
-        "type": "rtsp",
-        "id": sid,
-        "url": url,
-        "open_timeout_s": 5,
-        "read_timeout_s": 2,
-        "stall_timeout_s": 3,
-        "reconnect": {"initial_s": 0.3, "max_s": 1.5},
-    }
 
 
 class ApiWorker:
@@ -103,18 +75,6 @@ def api_worker(
     yield make
     for c in clients:
         c.close()
-
-
-def assert_no_gap(docs: list[dict], stream: str) -> int:
-    """Every window of `stream` complete, indexes consecutive, a constant seq step. Returns how many."""
-    ws = sorted((d for d in docs if d["stream_id"] == stream), key=lambda d: d["index"])
-    assert ws, f"no window of {stream}"
-    assert all(d["complete"] for d in ws), f"{stream}: a partial window (a reset) in {len(ws)}"
-    idx = [d["index"] for d in ws]
-    assert idx == list(range(idx[0], idx[0] + len(ws))), f"{stream}: indexes not consecutive: {idx}"
-    steps = {b["start_seq"] - a["start_seq"] for a, b in itertools.pairwise(ws)}
-    assert len(steps) <= 1, f"{stream}: seq steps {steps}"
-    return len(ws)
 
 
 def test_writes_need_the_token_bad_bodies_get_every_problem_openapi_valid(
