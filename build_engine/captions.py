@@ -212,7 +212,8 @@ def caption(a: Attributes, rng: np.random.Generator) -> str:
 def combo_caption(combo: tuple[str, str, str]) -> str:
     """The zero-shot prompt for a (motion, shape, colour) combination."""
     motion, shape, colour = combo
-    return f"a {colour} {SHAPE_WORDS[shape][0]} {MOTION_WORDS[motion][0]}"
+    article = "an" if colour[0] in "aeiou" else "a"
+    return f"{article} {colour} {SHAPE_WORDS[shape][0]} {MOTION_WORDS[motion][0]}"
 
 
 def corpus(n: int = 20000, seed: int = 0) -> Iterator[str]:

@@ -41,9 +41,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--jobs", type=int, help="processes rendering and encoding clips (default 2)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="the text side instead (build_engine/eval_text.py): zero-shot top-1 on held-out "
+        "(motion, shape, colour) combinations, text-to-window recall@5, window-to-window mAP",
+    )
+    parser.add_argument(
+        "--combo-clips", type=int, default=40, help="--zero-shot: clips per held-out combination"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.zero_shot:
+        return run_text(args)
     if args.clips <= 0:
         print("vbw eval: --clips must be positive", file=sys.stderr)
         return 2
@@ -111,4 +122,30 @@ def run(args: argparse.Namespace) -> int:
     if report is not None:
         print("\n".join(report.lines()))
     print(f"accuracy={result.accuracy:.3f}")
+    return 0
+
+
+def run_text(args: argparse.Namespace) -> int:
+    """`vbw eval --zero-shot`: --clips is the retrieval gallery, --combo-clips the zero-shot clips."""
+    from build_engine.eval_text import evaluate_text
+    from engines import load_engine
+    from engines.base import EngineUnavailable, TextUnavailable
+    from engines.manifest import ModelDirError
+
+    if args.clips <= 0 or args.combo_clips <= 0:
+        print("vbw eval: --clips and --combo-clips must be positive", file=sys.stderr)
+        return 2
+    t0 = time.time()
+    try:
+        with load_engine(args.model, args.backend, args.precision) as engine:
+            report = evaluate_text(engine, args.combo_clips, args.clips, args.seed)
+            meta = engine.metadata
+    except (EngineUnavailable, ModelDirError, TextUnavailable, FileNotFoundError) as e:
+        print(f"vbw eval: {e}", file=sys.stderr)
+        return 2
+    print(
+        f"model {meta.name} {meta.version} | {meta.backend} {meta.precision} | seed {args.seed} "
+        f"| {time.time() - t0:.1f}s"
+    )
+    print("\n".join(report.lines()))
     return 0
