@@ -495,6 +495,97 @@ def build() -> dict[str, Any]:
         h=6,
     )
 
+    L.add(
+        timeseries(
+            "Config reloads and model swaps",
+            [
+                target(
+                    f"sum by (pod, result) (increase(vbw_config_reload_total{{{POD}}}{RATE}))",
+                    "reload {{pod}} {{result}}",
+                ),
+                target(
+                    f"sum by (pod, result) (increase(vbw_model_swaps_total{{{POD}}}{RATE}))",
+                    "model swap {{pod}} {{result}}",
+                    ref="B",
+                ),
+            ],
+            "none",
+            "Config reloads (SIGHUP, a change of the mounted file, POST /config/reload) by result: "
+            "applied, unchanged, rejected (invalid, or a change that needs a restart: the old config "
+            "runs on), failed (a source did not start). VbwConfigReloadRejected fires on rejected or "
+            "failed. Hot model swaps by result: switched, failed (the old model runs on), unchanged.",
+        ),
+        w=24,
+        h=6,
+    )
+
+    # `vbw index` pods (docs/search.md): how far behind the cameras the searchable windows are.
+    L.row("Search index")
+    L.add(
+        timeseries(
+            "Index lag",
+            [target(f"max by (pod) (vbw_index_lag_seconds{{{POD}}})", "{{pod}}")],
+            "s",
+            "At each index write: now less the capture time of the newest window written. A window is "
+            "searchable this long after its camera saw it (VbwSearchIndexBehind above 5 minutes).",
+        )
+    )
+    L.add(
+        timeseries(
+            "Index backlog",
+            [
+                target(
+                    f"sum by (topic) (max by (topic, partition) (vbw_index_consumer_lag{{{POD}}}))",
+                    "{{topic}}",
+                )
+            ],
+            "none",
+            "Embeddings (and events) messages not yet indexed, per topic, as the index pods report it.",
+        )
+    )
+    L.add(
+        timeseries(
+            "Index size",
+            [
+                target(f"sum by (pod) (vbw_index_windows{{{POD}}})", "{{pod}} windows", "A"),
+                target(f"sum by (pod) (vbw_index_size_bytes{{{POD}}})", "{{pod}} bytes", "B"),
+            ],
+            "short",
+            "Windows in the index (a replay does not raise it: upsert by window_id) and its bytes on disk.",
+        )
+    )
+    L.add(
+        timeseries(
+            "Index writes",
+            [
+                target(f"sum by (kind) (rate(vbw_index_written_total{{{POD}}}{RATE}))", "{{kind}}", "A"),
+                target(
+                    f"sum by (reason) (rate(vbw_index_bad_messages_total{{{POD}}}{RATE}))",
+                    "bad: {{reason}}",
+                    "B",
+                ),
+            ],
+            "ops",
+            "Windows and snapshots written per second; messages skipped as not indexable, by reason "
+            "(each logged with its topic, partition and offset).",
+        ),
+        w=12,
+    )
+    L.add(
+        timeseries(
+            "Index write time p95",
+            [
+                target(
+                    f"histogram_quantile(0.95, sum by (le) (rate(vbw_index_write_seconds_bucket{{{POD}}}{RATE})))",
+                    "p95",
+                )
+            ],
+            "s",
+            "Time to write one polled batch to the index, before its offsets are committed.",
+        ),
+        w=12,
+    )
+
     def var(name: str, query: str, label: str) -> dict[str, Any]:
         return {
             "name": name,
