@@ -48,6 +48,10 @@ COMMANDS: dict[tuple[str, ...], tuple[str, str]] = {
         "vbw.bench.cmd_swap",
         "hot model swap: RSS of one vs two engines, memory back, load+warm time",
     ),
+    ("bench", "streams"): (
+        "vbw.bench.cmd_streams",
+        "stream API add/remove cycles: threads and RSS back at baseline, request latency",
+    ),
 }
 
 
