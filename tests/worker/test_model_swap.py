@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from worker.config import BatchingConfig, WindowsConfig
 from worker.frames import Frame
-from worker.inference_stage import InferenceStage, StageOutput, StreamReset
+from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
 from worker.metrics import Metrics
 from worker.model_swap import Handover, incompatibilities
 from worker.windows import FrameMeta, SlidingWindowAssembler
@@ -294,3 +294,45 @@ def test_every_stream_switches_model_at_one_window_boundary(
     # window ids differ by model: a replay through the new model is not taken for the old one's
     ids = [r.message.window_id for o in run.outs for r in o.results]
     assert len(ids) == len(set(ids))
+
+
+def test_a_revoked_stream_ends_its_handover_and_lets_its_frames_go() -> None:
+    stage, old, _ = make_stage(stride=2, frame_max_batch=1)
+    run = Run()
+    for seq in range(5):
+        run.feed(stage, [frame("a", seq), frame("b", seq)])
+    stage.begin_swap(NewEngine(num_frames=T))
+    run.outs.append(stage.feed([DropStreams(("a",), "revoked")]))
+    released = [r for sid, refs in run.outs[-1].released if sid == "a" for r in refs]
+    assert sorted(r[2] for r in released) == [2, 3, 4]  # the buffered frames, once each
+    assert stage.swapping  # "b" still hands over
+    for seq in range(5, 9):
+        run.feed(stage, [frame("b", seq)])
+    assert run.retired() == [old]
+
+
+def test_segment_events_name_the_new_model_after_a_swap() -> None:
+    from worker.event_messages import EventModelRef
+    from worker.events import EventStage
+
+    engine = FakeEngine(num_frames=T)
+    events = EventStage(
+        {},
+        engine.metadata.labels,
+        size=T,
+        stride=2,
+        max_gap=0,
+        model=EventModelRef(name="fake", version="1"),
+        metrics=Metrics(),
+    )
+    stage = InferenceStage(
+        engine,
+        WindowsConfig(stride=2),
+        BatchingConfig(),
+        metrics=Metrics(),
+        worker_id="w",
+        top_k=3,
+        events=events,
+    )
+    stage.begin_swap(NewEngine(num_frames=T))
+    assert events.model == EventModelRef(name="fake", version="2")

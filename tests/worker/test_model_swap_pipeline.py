@@ -128,7 +128,7 @@ def test_swap_mid_run_switches_each_stream_once_without_a_gap(run_pipeline, tmp_
     )
 
 
-def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path) -> None:
+def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path, tiny_model_dir: Path) -> None:
     p, out = run_pipeline()
     wait_until(lambda: len(read_jsonl(out)) >= 3, 60, "windows")
     res = p.swap_model(EngineConfig(model_dir=tmp_path / "nowhere")).result(60)
@@ -137,6 +137,8 @@ def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path) -> Non
     (broken / "window_encoder.onnx").write_bytes(b"not onnx")  # sha256 no longer matches
     res = p.swap_model(EngineConfig(model_dir=broken)).result(60)
     assert res.outcome == "failed" and "window_encoder.onnx" in (res.error or ""), res
+    res = p.swap_model(EngineConfig(model_dir=tiny_model_dir)).result(60)  # T=8, 32x32
+    assert res.outcome == "failed" and "without a restart" in (res.error or ""), res
     res = p.swap_model(EngineConfig(model_dir=SHIPPED, threads=1)).result(60)
     assert res.outcome == "unchanged", res
     n = len(read_jsonl(out))
@@ -144,7 +146,7 @@ def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path) -> Non
     p.stop()
     assert p.join(60) == 0
     assert {d["model"]["version"] for d in read_jsonl(out)} == {"0.2.1"}
-    assert sample(p, "vbw_model_swaps_total", result="failed") == 2
+    assert sample(p, "vbw_model_swaps_total", result="failed") == 3
     assert sample(p, "vbw_model_swaps_total", result="unchanged") == 1
     assert sample(p, "vbw_model_swaps_total", result="switched") == 0
 
