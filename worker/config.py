@@ -238,6 +238,23 @@ class BatchingConfig(_Section):
     frame_max_delay_ms: float = Field(5.0, ge=0, description="longest a frame waits for a batch to fill")
 
 
+class LabelsConfig(_Section):
+    """Zero-shot labels (a model with a text encoder): each prompt's name is a label, scored by
+    the window embedding's similarity to the sentence (worker.prompt_labels; docs/text.md)."""
+
+    prompts: dict[str, str] = Field(
+        min_length=1,
+        description='label name -> sentence, e.g. {"left": "something moves to the left"}',
+    )
+
+    @model_validator(mode="after")
+    def _non_empty(self) -> LabelsConfig:
+        bad = [k for k, v in self.prompts.items() if not k.strip() or not v.strip()]
+        if bad:
+            raise ValueError(f"prompts with an empty name or sentence: {bad}")
+        return self
+
+
 class EngineConfig(_Section):
     model_dir: Path = Field(
         DEFAULT_MODEL_DIR,
@@ -249,6 +266,11 @@ class EngineConfig(_Section):
     threads: int | None = Field(None, ge=1, description="intra-op threads; null = the runtime's default")
     options: dict[str, Any] = Field(default_factory=dict, description="extra options for the backend")
     top_k: int = Field(3, ge=1, description="labels per message")
+    labels: LabelsConfig | None = Field(
+        None,
+        description="null = the model's classifier head; {prompts: {name: sentence}} = zero-shot labels "
+        "from the text encoder (encoded at start)",
+    )
     warmup_runs: int = Field(
         1,
         ge=0,
@@ -391,7 +413,8 @@ class VbwConfig(BaseSettings):
     pipeline: PipelineConfig = PipelineConfig()
     snapshots: SnapshotsConfig = SnapshotsConfig()
     events: EventsConfig = Field(
-        default_factory=EventsConfig, description="segments and their events, for sinks with `payload: events`"
+        default_factory=EventsConfig,
+        description="segments and their events, for sinks with `payload: events`",
     )
     kafka: KafkaConnectionConfig = Field(
         default_factory=KafkaConnectionConfig, description="brokers and security for every kafka entry"

@@ -33,6 +33,7 @@ def start_engine(cfg: VbwConfig, health: Health, metrics: Metrics, engine: Engin
     eng = load(cfg) if engine is None else engine
     try:
         check_windows(cfg, eng)
+        check_prompts(cfg, eng)
         warm_up(cfg, eng, health)
     except StartupError:
         if loaded:
@@ -119,6 +120,16 @@ def check_windows(cfg: VbwConfig, engine: Engine) -> None:
             f"windows.partial=emit needs an engine that takes windows shorter than T; "
             f"{m.name} ({m.backend}) has a fixed T={m.num_frames}: use pad or drop"
         ) from None
+
+
+def check_prompts(cfg: VbwConfig, engine: Engine) -> None:
+    """engine.labels.prompts needs a model with a text encoder (zero-shot labels)."""
+    if cfg.engine.labels is not None and not engine.has_text:
+        m = engine.metadata
+        raise StartupError(
+            f"engine.labels.prompts needs a model with a text encoder; {m.name} {m.version} has none "
+            "(train it with the text stage of `vbw train` and export it, or remove engine.labels)"
+        )
 
 
 def warm_up(cfg: VbwConfig, engine: Engine, health: Health) -> None:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -50,6 +50,7 @@ from worker.frames import Frame, KeyImage, Window
 from worker.messages import LabelScore, ModelRef, WindowMessage
 from worker.metrics import Metrics
 from worker.model_swap import HANDOVER_TIMEOUT_S, Handover
+from worker.prompt_labels import PromptLabels
 from worker.sinks.base import WindowResult, reject
 from worker.windows import FrameMeta, SlidingWindowAssembler, Step, predecessor_features
 
@@ -160,6 +161,7 @@ class InferenceStage:
         wall_clock: Callable[[], float] = time.time,
         events: EventStage | None = None,
         handover_timeout_s: float = HANDOVER_TIMEOUT_S,
+        prompts: Mapping[str, str] | None = None,
     ):
         info = engine.metadata
         self.events = events
@@ -174,6 +176,10 @@ class InferenceStage:
         self._engines: dict[int, Engine] = {0: engine}
         self._model_refs: dict[int, ModelRef] = {0: _model_ref(engine)}
         self._labels: dict[int, list[str]] = {0: list(info.labels)}
+        # Zero-shot labels (engine.labels.prompts) per generation; None = the classifier head.
+        self._prompts: dict[int, PromptLabels | None] = {0: None}
+        if prompts:
+            self.set_prompts(prompts)
         self._in_batcher: dict[int, int] = {0: 0}  # windows waiting per generation
         self._handovers: dict[str, Handover] = {}
         self._handover_timeout_s = handover_timeout_s
@@ -216,6 +222,16 @@ class InferenceStage:
         self._engines[self._gen] = engine
         self._model_refs[self._gen] = _model_ref(engine)
         self._labels[self._gen] = list(engine.metadata.labels)
+        self._prompts[self._gen] = None
+        old_prompts = self._prompts.get(old)
+        if old_prompts is not None:  # the same prompts, encoded by the new model's text encoder
+            try:
+                pl = old_prompts.reencode(engine)
+                self._prompts[self._gen], self._labels[self._gen] = pl, pl.labels
+            except Exception as e:
+                log.error(
+                    "model swap: the new model cannot encode the prompts (%s); its classifier labels apply", e
+                )
         self._in_batcher[self._gen] = 0
         version, now = engine.metadata.version, self._clock()
         if self.events is not None:  # segment events from now on name the new model
@@ -231,6 +247,23 @@ class InferenceStage:
             self._model_refs[old].version, engine.metadata.name, version,
             len(self._handovers), len(self._assemblers),
         )  # fmt: skip
+
+    def set_prompts(self, prompts: Mapping[str, str] | None) -> None:
+        """Label windows by these prompts from now on (None: by the classifier head). Encodes
+        them with the current model here, so call it from the inference thread (config reload)."""
+        gen = self._gen
+        if not prompts:
+            self._prompts[gen] = None
+            self._labels[gen] = list(self._engines[gen].metadata.labels)
+            return
+        current = self._prompts.get(gen)
+        if current is not None and current.same_prompts(prompts):
+            return
+        pl = PromptLabels.encode(self._engines[gen], prompts)
+        self._prompts[gen], self._labels[gen] = pl, pl.labels
+        log.info(
+            "labels: %d prompts (%s), temperature %.4f", len(pl.labels), ", ".join(pl.labels), pl.temperature
+        )
 
     def deadline(self) -> float | None:
         """Clock time at which a waiting batch is due (call `feed([])` then), None when idle."""
@@ -410,6 +443,7 @@ class InferenceStage:
                 engine = self._engines.pop(gen)
                 ref, new = self._model_refs.pop(gen), self._model_refs[self._gen]
                 del self._labels[gen], self._in_batcher[gen]
+                self._prompts.pop(gen, None)
                 out.retired.append(engine)
                 log.info(
                     "model swap: every stream is on %s %s; %s released", new.name, new.version, ref.version
@@ -452,6 +486,9 @@ class InferenceStage:
             for ticket, _, w in batch:
                 self._leave(self._order.settle(w.stream_id, ticket, None), out)
             return
+        prompt_labels = self._prompts.get(gen)
+        if prompt_labels is not None:
+            scores = prompt_labels.scores(emb)
         self.metrics.stage_seconds("encode_windows", time.perf_counter() - t0)
         self.metrics.batch_size.observe(len(batch))
         wall = self._wall()

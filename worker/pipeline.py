@@ -554,6 +554,8 @@ class Pipeline:
             worker_id=self.worker_id,
             top_k=cfg.engine.top_k,
             events=self.events,
+            # Zero-shot labels: the prompts are encoded here, in the thread that runs the engine.
+            prompts=cfg.engine.labels.prompts if cfg.engine.labels is not None else None,
         )
         fq = self._frame_q
         stopping = False
