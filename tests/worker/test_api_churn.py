@@ -2,8 +2,9 @@
 their baseline (issue 12, done-when 6): a source's thread, its decoder, its window state and its
 metric series all go with its DELETE.
 
-Tolerances: threads exactly back (each cycle's source thread is joined before the 204); RSS
-within CHURN_RSS_TOLERANCE_MB of the baseline taken after a warm-up (allocator arenas and
+Tolerances: threads within CHURN_THREAD_TOLERANCE of the baseline (each cycle's source thread is
+joined before the 204; the API's request thread pool starts threads on demand and ends idle ones
+after a while, +-2 seen here; a leak would show as +100); RSS within CHURN_RSS_TOLERANCE_MB of the baseline taken after a warm-up (allocator arenas and
 FFmpeg's per-open caches settle in the first cycles). The figures are printed (BENCHMARKS.md,
 "Stream API churn", quotes them from this test's output).
 """
@@ -24,6 +25,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 CYCLES = 100
 WARMUP = 5
 CHURN_RSS_TOLERANCE_MB = 20.0
+CHURN_THREAD_TOLERANCE = 2
 
 
 def proc_status(pid: int) -> tuple[int, float]:
@@ -82,5 +84,5 @@ def test_add_remove_cycles_leave_threads_and_rss_at_baseline(
         f"RSS {rss0:.1f} -> {rss1:.1f} MB ({rss1 - rss0:+.1f} MB)"
     )
     assert 'stream="churn-' not in w.metrics()  # every removed stream's series went
-    assert threads1 == threads0
+    assert threads1 <= threads0 + CHURN_THREAD_TOLERANCE
     assert rss1 - rss0 < CHURN_RSS_TOLERANCE_MB
