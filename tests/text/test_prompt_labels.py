@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -21,7 +22,11 @@ from worker.prompt_labels import PromptLabels
 class TextFakeEngine(FakeEngine):
     """FakeEngine whose embedding is 2-d; sentences map to fixed unit vectors by their first word."""
 
-    VECTORS = {"east": (1.0, 0.0), "north": (0.0, 1.0), "west": (-1.0, 0.0)}
+    VECTORS: ClassVar[dict[str, tuple[float, float]]] = {
+        "east": (1.0, 0.0),
+        "north": (0.0, 1.0),
+        "west": (-1.0, 0.0),
+    }
 
     @property
     def has_text(self) -> bool:
