@@ -22,7 +22,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--since", help="windows ending at or after: ISO 8601, unix seconds, or 2h / 15m ago")
     parser.add_argument("--until", help="windows starting at or before (same forms)")
     parser.add_argument("-k", type=int, default=10, help="how many windows (default 10)")
-    parser.add_argument("--db", help="index location; default $VBW_INDEX or ~/.local/share/vbw/index")
+    parser.add_argument("--db", help="index location; default $VBW_INDEX__DB or ~/.local/share/vbw/index")
     parser.add_argument(
         "--model", type=Path, default=REPO / "models" / "vbw-motion-small", help="model with a text encoder"
     )

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from contracts.errors import VbwError
+from worker.config import ENV_NESTED_DELIMITER, ENV_PREFIX
 from worker.kafka.config import KafkaConnectionConfig, TopicName
 
 
@@ -48,9 +50,30 @@ class IndexSettings(_Section):
     compact_every: int = Field(200, ge=0, description="compact the index every N writes (0 = never)")
 
 
-class IndexFileConfig(_Section):
+class IndexFileConfig(BaseSettings):
+    """The file, with the worker's environment overrides: `VBW_KAFKA__SECURITY__USERNAME`
+    (the Kafka Secret in Kubernetes), `VBW_INDEX__DB`, ..."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_NESTED_DELIMITER,
+        case_sensitive=False,
+    )
     kafka: KafkaConnectionConfig = Field(default_factory=KafkaConnectionConfig)
     index: IndexSettings
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)  # the environment overrides the file, as the worker's
 
 
 def load(path: Path | None, overrides: dict) -> IndexFileConfig:
@@ -64,15 +87,27 @@ def load(path: Path | None, overrides: dict) -> IndexFileConfig:
             raise IndexConfigError(f"{path}: expected a mapping with `kafka` and `index`")
     index = dict(raw.get("index") or {})
     kafka = dict(raw.get("kafka") or {})
-    for k, v in overrides.items():
-        if v is None:
-            continue
-        if k == "bootstrap_servers":
-            kafka[k] = v
-        else:
-            index[k] = v
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    for k, v in flags.items():
+        (kafka if k == "bootstrap_servers" else index)[k] = v
     try:
-        return IndexFileConfig.model_validate({**raw, "kafka": kafka, "index": index})
+        # file < environment (the settings sources), then the command line's flags on top
+        cfg = IndexFileConfig(**{**raw, "kafka": kafka, "index": index})
+        if not flags:
+            return cfg
+        # Section by section: validating the whole settings class would read the environment again.
+        kafka_flags = {k: v for k, v in flags.items() if k == "bootstrap_servers"}
+        index_flags = {k: v for k, v in flags.items() if k != "bootstrap_servers"}
+        return cfg.model_copy(
+            update={
+                "index": IndexSettings.model_validate({**cfg.index.model_dump(), **index_flags}),
+                "kafka": cfg.kafka.model_copy(
+                    update={
+                        "bootstrap_servers": kafka_flags.get("bootstrap_servers", cfg.kafka.bootstrap_servers)
+                    }
+                ),
+            }
+        )
     except ValidationError as e:
         lines = [f"  {'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors(include_url=False)]
         raise IndexConfigError(

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from search.records import REASONS
+
 
 class IndexMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -44,3 +46,5 @@ class IndexMetrics:
         )
         for kind in ("window", "snapshot"):
             self.written.labels(kind)
+        for reason in REASONS:
+            self.bad.labels(reason)

@@ -24,12 +24,26 @@ import numpy as np
 from contracts.errors import VbwError
 
 _DTYPES = {"float32": "<f4", "float16": "<f2"}
+#: every BadMessage reason (vbw_index_bad_messages_total{reason}, each series there from the start)
+REASONS = (
+    "missing-field",
+    "bad-field",
+    "bad-header",
+    "bad-key",
+    "empty-value",
+    "bad-vector",
+    "not-json",
+    "not-json-object",
+    "no-embedding",
+    "not-event",
+)
 
 
 class BadMessage(VbwError, ValueError):
     """A message that is not an indexable window or event; `reason` is the metric label."""
 
     def __init__(self, reason: str, detail: str) -> None:
+        assert reason in REASONS, reason  # each reason has its metric series from the start
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail

@@ -261,4 +261,5 @@ class WindowIndex:
 
 
 def default_uri() -> str:
-    return os.environ.get("VBW_INDEX", str(Path.home() / ".local" / "share" / "vbw" / "index"))
+    """$VBW_INDEX__DB (the env override of `index.db`), else ~/.local/share/vbw/index."""
+    return os.environ.get("VBW_INDEX__DB") or str(Path.home() / ".local" / "share" / "vbw" / "index")
