@@ -6,7 +6,8 @@ a runbook.
 
 Live: a real Prometheus scrapes, with the target labels the ServiceMonitor gives (namespace, pod,
 container), a file-source `vbw run`, an edge `vbw ingest` publishing a looped clip to a Tansu
-broker, and a `vbw run` reading that topic as a consumer group with Kafka sinks. Then:
+broker, and a `vbw run` reading that topic as a consumer group with Kafka sinks, and a `vbw index` reading that worker's embeddings
+into a search index. Then:
 - every metric an expression names is exported by one of them (or recorded by our rules, or
   comes from outside vbw: EXTERNAL_METRICS), and every metric they export has a panel;
 - every expression runs; every panel, variable and recording rule has data, except the short
@@ -46,6 +47,7 @@ DASHBOARD = REPO / "deploy/grafana/vbw-dashboard.json"
 SHIPPED_MODEL = REPO / "models/vbw-motion-small"
 NAMESPACE = "vbw-test"
 FILE_POD, KAFKA_POD, INGEST_POD = "vbw-file-0", "vbw-worker-0", "vbw-ingest-0"
+INDEX_POD = "vbw-index-0"  # `vbw index`: search-index metrics only, no frames, no design metrics
 FRAMES, LABELS, EMBEDDINGS, DLQ = "vbw.frames", "vbw.labels", "vbw.embeddings", "vbw.frames.dlq"
 GROUP = "vbw-workers"  # the group the alert VbwConsumerLagUnattended names
 # Grafana's variables set to "All": for parsing, and for the queries against the real Prometheus.
@@ -357,6 +359,27 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, deploy, model_dir: Path) -> 
             if command == "run":
                 argv = [deploy.vbw_exe(), *deploy.worker_command[1:], str(path)]  # the images' command
             fleet.procs[pod] = Proc(pod, container, argv, port, tmp / f"{pod}.log")
+        # The search index reads the Kafka worker's embeddings (docs/search.md); its own config file.
+        port = free_port()
+        path = tmp / f"{INDEX_POD}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "kafka": kafka,
+                    "index": {
+                        "db": str(tmp / "index"),
+                        "topic": EMBEDDINGS,
+                        "group_id": "vbw-index",
+                        "metrics_host": "127.0.0.1",
+                        "metrics_port": port,
+                        "progress_s": 2.0,
+                        **FAST_GROUP,
+                    },
+                }
+            )
+        )
+        argv = [deploy.vbw_exe(), "index", "-c", str(path)]
+        fleet.procs[INDEX_POD] = Proc(INDEX_POD, "index", argv, port, tmp / f"{INDEX_POD}.log")
         for p in fleet.procs.values():
             p.start(tmp)
 
@@ -369,6 +392,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, deploy, model_dir: Path) -> 
                     _sample(m[FILE_POD], "vbw_windows_emitted_total") >= 1
                     and _sample(m[KAFKA_POD], "vbw_windows_emitted_total") >= 1
                     and _sample(m[INGEST_POD], "vbw_published_total") >= 1
+                    and _sample(m[INDEX_POD], "vbw_index_windows") >= 1
                 )
             return False
 
@@ -410,6 +434,8 @@ def test_every_named_metric_is_exported_by_the_fleet(scrapes: dict[str, str]) ->
                 problems.append(f"{where}: {name}")
     assert not problems, "metrics no vbw process exports:\n" + "\n".join(problems)
     for pod, text in scrapes.items():
+        if pod == INDEX_POD:
+            continue  # not a worker: the index's own metrics (docs/search.md)
         families = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
         assert not DESIGN_METRICS - families, (
             f"{pod}: design metrics missing: {sorted(DESIGN_METRICS - families)}"
@@ -436,7 +462,7 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> Iterat
     prom.start()
     try:
         # Enough scrapes that 15 s rates have two points on every pod, and the Kafka worker's lag.
-        for pod in fleet.procs:
+        for pod in set(fleet.procs) - {INDEX_POD}:
             prom.wait_for(
                 f'sum(rate(vbw_frames_received_total{{pod="{pod}"}}[15s])) > 0', 90, f"frame rate of {pod}"
             )
@@ -449,6 +475,11 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory, fleet: Fleet) -> Iterat
             )
         prom.wait_for(
             f'increase(vbw_published_total{{pod="{INGEST_POD}"}}[1m]) > 0', 90, "frames from ingest"
+        )
+        prom.wait_for(
+            'increase(vbw_index_written_total{kind="window"}[1m]) > 0 and on (pod) vbw_index_consumer_lag',
+            90,
+            "windows written to the search index",
         )
         # ...and a rule evaluation that saw all of it (the rules share one group, so one pass).
         t0 = float(prom.query("time()")[1])  # a scalar: [time, value]
