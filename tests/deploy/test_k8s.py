@@ -30,6 +30,8 @@ SHARD_SECRETS = {
     "vbw-ingest-shards": "overlays/edge-ingest/shards",
 }
 SHARD_VAR = "$(VBW_SHARD)"
+# Containers that run another vbw command than the worker's, and how their config is checked.
+OTHER_COMMANDS = {"ingest": ("vbw", "ingest", "-c"), "index": ("vbw", "index", "-c")}
 
 
 # --- schemas -------------------------------------------------------------------------------------
@@ -197,11 +199,12 @@ def _argv(deploy, c: dict[str, Any]) -> list[str]:
 
 
 def test_containers_run_the_tested_command(deploy, overlay: str) -> None:
-    """Workers start `vbw run -c FILE` (edge ingest: `vbw ingest -c FILE`), FILE on a mounted volume."""
+    """Workers start `vbw run -c FILE` (edge ingest: `vbw ingest -c FILE`, the search index:
+    `vbw index -c FILE`), FILE on a mounted volume."""
     for w in deploy.workloads(deploy.render(overlay)):
         for c in _containers(w):
             argv = _argv(deploy, c)
-            want = ("vbw", "ingest", "-c") if c["name"] == "ingest" else deploy.worker_command
+            want = OTHER_COMMANDS.get(c["name"], deploy.worker_command)
             assert tuple(argv[:3]) == want and len(argv) == 4, argv
             mounts = [m["mountPath"] for m in c["volumeMounts"]]
             assert any(argv[3].startswith(m.rstrip("/") + "/") for m in mounts), argv[3]
@@ -283,8 +286,11 @@ def test_configs_pass_validate_config(deploy, overlay: str, tmp_path: Path) -> N
         path, pod_env = _stage(root, config_path, files, env)
         assert path.is_file(), f"{w['metadata']['name']}: {config_path} is not in any mounted volume"
         run_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("VBW_")} | pod_env
+        check = ["validate-config", str(path)]
+        if _containers(w)[0]["name"] == "index":  # the search index's settings (docs/search.md)
+            check = ["index", "-c", str(path), "--check"]
         out = subprocess.run(
-            [deploy.vbw_exe(), "validate-config", str(path)],
+            [deploy.vbw_exe(), *check],
             env=run_env,
             capture_output=True,
             text=True,
@@ -306,6 +312,9 @@ def test_configs_match_the_image_and_ports(deploy, overlay: str) -> None:
     for w, config_path, env, files in _workloads_with_configs(deploy, overlay):
         cfg = yaml.safe_load(files[config_path])
         where = f"{w['metadata']['name']} {config_path}"
+        if "index" in cfg:  # `vbw index`: no engine, no sources; the metrics port of the probes
+            assert cfg["index"].get("metrics_port", 9108) == 9108, where
+            continue
         assert cfg["engine"]["model_dir"] == MODEL_DIR_IN_IMAGE, where
         assert (cfg.get("metrics") or {}).get("port", 9108) == 9108, where
         assert "VBW_METRICS__PORT" not in env, where
