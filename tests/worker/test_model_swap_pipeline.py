@@ -16,7 +16,7 @@ import pytest
 import yaml
 from worker_helpers import metric_value, read_jsonl, wait_until
 
-from worker.config import EngineConfig, parse_config
+from worker.config import EngineConfig, load_config, parse_config
 from worker.pipeline import Pipeline
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,21 +63,24 @@ def assert_one_switch_no_gap(windows: list[dict], old: str, new: str) -> int:
 def run_pipeline(tmp_path: Path, labelled_clips: dict[str, Path]):
     pipes: list[Pipeline] = []
 
-    def start(engine: dict | None = None) -> tuple[Pipeline, Path]:
+    def start(engine: dict | None = None, config_file: bool = False) -> tuple[Pipeline, Path]:
         out = tmp_path / "windows.jsonl"
-        cfg = parse_config(
-            {
-                "sources": [
-                    {"type": "file", "id": f"cam{i}", "path": str(p), "loop": True}
-                    for i, p in enumerate(labelled_clips.values())
-                ],
-                "sinks": [{"type": "jsonl", "path": str(out)}],
-                "windows": {"stride": STRIDE, "partial": "pad"},
-                "engine": {"model_dir": str(SHIPPED), "threads": 1, **(engine or {})},
-                "metrics": {"enabled": False},
-            }
-        )
-        p = Pipeline(cfg, install_signals=False)
+        raw = {
+            "sources": [
+                {"type": "file", "id": f"cam{i}", "path": str(p), "loop": True}
+                for i, p in enumerate(labelled_clips.values())
+            ],
+            "sinks": [{"type": "jsonl", "path": str(out)}],
+            "windows": {"stride": STRIDE, "partial": "pad"},
+            "engine": {"model_dir": str(SHIPPED), "threads": 1, **(engine or {})},
+            "metrics": {"enabled": False},
+        }
+        path = None
+        if config_file:  # a worker that reloads this file (worker.reload)
+            path = tmp_path / "worker.yaml"
+            path.write_text(yaml.safe_dump(raw))
+        cfg = load_config(path) if path is not None else parse_config(raw)
+        p = Pipeline(cfg, install_signals=False, config_path=path)
         p.run_in_background()
         assert p.wait_started(120), "pipeline did not start"
         pipes.append(p)
@@ -194,3 +197,29 @@ def test_vbw_run_swaps_the_model_on_reload_without_a_gap(worker_proc, labelled_c
     log = w.stderr()
     assert "model swap: loading" in log and "hand over at their next window boundary" in log
     assert "released" in log  # the old model was closed once no stream needed it
+
+
+def test_a_new_model_written_over_the_model_dir_swaps_on_reload(run_pipeline, tmp_path: Path) -> None:
+    """The engine section stays; the directory it names gets a new model.json (a new model
+    volume, a symlink swapped): a reload sees it and swaps."""
+    live = bumped_model(tmp_path, "live")  # the running model, version 0.2.1+live
+    p, out = run_pipeline({"model_dir": str(live)}, config_file=True)
+    wait_until(lambda: len(by_stream(read_jsonl(out))) == 3, 60, "windows from every stream")
+    assert p.reloader.reload("SIGHUP").result == "unchanged"
+    meta = json.loads((live / "model.json").read_text())
+    meta["version"] = "0.2.2"
+    (live / "model.json").write_text(json.dumps(meta, indent=2))
+    res = p.reloader.reload("SIGHUP")
+    assert res.result == "applied", res
+
+    def switched() -> bool:
+        s = by_stream(read_jsonl(out))
+        return len(s) == 3 and all(w[-1]["model"]["version"] == "0.2.2" for w in s.values())
+
+    wait_until(switched, 60, "new-model windows on every stream")
+    assert p.reloader.reload("SIGHUP").result == "unchanged"  # the swapped-in model is the running one
+    p.stop()
+    assert p.join(60) == 0
+    for ws in by_stream(read_jsonl(out)).values():
+        assert_one_switch_no_gap(ws, "0.2.1+live", "0.2.2")
+    assert sample(p, "vbw_model_swaps_total", result="switched") == 1
