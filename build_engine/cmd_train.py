@@ -29,8 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="only add the text stage to the --init checkpoint (its vision stays frozen)",
     )
-    text.add_argument("--text-steps", type=int, help="text stage steps (default 1200)")
-    text.add_argument("--text-windows", type=int, help="captioned generated windows (default 4096)")
+    text.add_argument("--text-steps", type=int, help="text stage steps (default 600)")
+    text.add_argument("--text-windows", type=int, help="captioned generated windows (default 2048)")
 
 
 def run(args: argparse.Namespace) -> int:

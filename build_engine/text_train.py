@@ -44,8 +44,8 @@ FIRST_WORD_ID = len(SPECIAL_TOKENS)
 @dataclass
 class TextTrainConfig:
     seed: int = 1
-    windows: int = 4096  # captioned training windows (frozen states cached)
-    steps: int = 1200
+    windows: int = 2048  # captioned training windows (frozen states cached)
+    steps: int = 600
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -172,6 +172,24 @@ def fit_prompt_temperature(
     y = np.array([labels.index(k) for k in cached.keys])
     t = calibration.fit_temperature(sims, y, lo=1e-3, hi=1.0)
     return t, float((sims.argmax(1) == y).mean())
+
+
+def vision_extras(raw: dict, checkpoint: Path) -> dict:
+    """What the vision checkpoint records about its training and open-set rule. A model
+    directory's checkpoint.pt holds weights only: then they come from its model.json."""
+    extra = {k: raw[k] for k in ("training", "open_set") if k in raw}
+    manifest_path = checkpoint.parent / "model.json"
+    if "open_set" not in extra and manifest_path.is_file():
+        import json
+
+        manifest = json.loads(manifest_path.read_text())
+        if manifest.get("open_set"):
+            extra["open_set"] = {
+                k: v for k, v in manifest["open_set"].items() if k in ("reject_threshold", "fitted_on")
+            }
+        if manifest.get("training") and "training" not in extra:
+            extra["training"] = manifest["training"]
+    return extra
 
 
 def train_text(
@@ -309,7 +327,7 @@ def train_text(
     model.window_encoder.cfg.text = model.cfg.text
     info["wall_s"] = round(time.time() - t_start, 1)
     info["config"] = asdict(cfg)
-    extra = {k: raw[k] for k in ("training", "open_set") if k in raw}
+    extra = vision_extras(raw, Path(checkpoint))
     extra["text_training"] = info
     extra["tokenizer"] = tok_json
     extra["default_prompts"] = dict(zip(labels, prompt_labels_of(labels), strict=True))
