@@ -82,7 +82,7 @@ case "$mode" in
     if ! stamp_ok dev; then
       log "installing torch 2.13.0 (CPU) and dev packages"
       "${pip[@]}" "torch==2.13.0"
-      "${pip[@]}" -e ".[train,dev]"
+      "${pip[@]}" -e ".[train,dev,search]"
       stamp_done dev
     fi
     ;;

@@ -100,10 +100,14 @@ def run(args: argparse.Namespace) -> int:
 def _index(args: argparse.Namespace, cfg: IndexFileConfig, metrics: IndexMetrics, runtime: Runtime) -> int:
     from search.indexer import Indexer
     from search.inputs import KafkaInput, read_jsonl
-    from search.store import WindowIndex
+    from search.store import IndexStoreError, WindowIndex
 
     s = cfg.index
-    index = WindowIndex(s.db, compact_every=s.compact_every)
+    try:
+        index = WindowIndex(s.db, compact_every=s.compact_every)
+    except IndexStoreError as e:
+        log.error("vbw index: %s", e)
+        return 1
     indexer = Indexer(index, metrics, progress_s=s.progress_s)
     log.info("vbw index: index %s holds %d windows", s.db, index.count())
     stopping = lambda: bool(runtime.stop_reason)  # noqa: E731 - set by SIGTERM/SIGINT

@@ -57,7 +57,7 @@ def table(hits: Sequence[Hit]) -> str:
 def run(args: argparse.Namespace) -> int:
     from search import find
     from search.query import BadQuery, Filter, parse_time
-    from search.store import WindowIndex, default_uri
+    from search.store import IndexStoreError, WindowIndex, default_uri
 
     if (args.text is None) == (args.like is None):
         print("vbw search: give a text or --like WINDOW_ID (one of them)", file=sys.stderr)
@@ -87,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     except BadQuery as e:
         print(f"vbw search: {e}", file=sys.stderr)
         return 2
+    except IndexStoreError as e:
+        print(f"vbw search: {e}", file=sys.stderr)
+        return 1
     if args.json:
         docs = [{**h.as_dict(), "start": iso(h.start_time), "end": iso(h.end_time)} for h in hits]
         print(json.dumps(docs, indent=2))

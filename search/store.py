@@ -91,7 +91,12 @@ def dedupe_last(items: Sequence[Any], key: str = "window_id") -> list[Any]:
 
 class WindowIndex:
     def __init__(self, uri: str | Path, compact_every: int = 200, keep_versions_s: float = 600.0) -> None:
-        import lancedb
+        try:
+            import lancedb
+        except ImportError as e:  # the `search` extra is not installed (a run-time-only install)
+            raise IndexStoreError(
+                f"the search index needs LanceDB: pip install 'vbw[search]' ({e.name or e})"
+            ) from None
 
         self.uri = str(uri)
         self.compact_every = compact_every

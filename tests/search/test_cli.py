@@ -107,3 +107,38 @@ def test_user_errors_are_clear(indexed, tmp_path):
     bad.write_text("index: {db: x, metrics_port: 99999, surprise: 1}\n")
     out = vbw("index", "-c", str(bad))
     assert out.returncode == 2 and "metrics_port" in out.stderr and "surprise" in out.stderr
+
+
+_WITHOUT_LANCEDB = """
+import sys
+
+
+class _NotInstalled:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "lancedb":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NotInstalled())
+from vbw.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_without_the_search_extra_the_commands_say_what_to_install(tmp_path):
+    """A run-time-only install (no `search` extra): one line naming the extra, exit 1."""
+    for args in (
+        ["search", "--db", str(tmp_path), "--like", "x"],
+        ["index", "--db", str(tmp_path), "--no-metrics"],
+    ):
+        out = subprocess.run(
+            [sys.executable, "-c", _WITHOUT_LANCEDB, *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 1, out.stderr
+        assert "pip install 'vbw[search]'" in out.stderr and "Traceback" not in out.stderr
