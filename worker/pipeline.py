@@ -450,6 +450,8 @@ class Pipeline:
             if entry is None:
                 raise StreamNotFound(f"no source {sc.id!r}")
             self._refuse(sc, entry)
+            if entry.config == sc and self.runtime.alive(f"source:{sc.id}"):
+                return self._status(entry)  # the same entry: nothing to change, not a frame lost
             source = build_source(sc, self.cfg)  # before the drain: a bad build leaves it running
             self._drain_source(entry)
             self.sources.append(source)

@@ -137,6 +137,9 @@ def test_writes_need_the_token_bad_bodies_get_every_problem_openapi_valid(
     assert c.put("/streams/zz", json=file_source("zz", long_clip), headers=aw.auth).status_code == 404
     r = c.put("/streams/b", json={**good, "sampling": {"fps": 4}}, headers=aw.auth)
     assert r.status_code == 200 and r.json()["config"]["sampling"]["fps"] == 4
+    # The same entry again changes nothing: no drain, no restart (its uptime goes on).
+    r2 = c.put("/streams/b", json={**good, "sampling": {"fps": 4}}, headers=aw.auth)
+    assert r2.status_code == 200 and r2.json()["uptime_s"] >= r.json()["uptime_s"]
     assert c.delete("/streams/b", headers=aw.auth).status_code == 204
     assert c.get("/streams/b").status_code == 404
     assert c.delete("/streams/b", headers=aw.auth).status_code == 404
