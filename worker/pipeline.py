@@ -518,7 +518,10 @@ class Pipeline:
         elif any(s.up for s in streams):
             state = "running"
         else:
-            state = "starting" if not ctx.streams and now - entry.started < 5 else "connecting"
+            error = self.last_errors.get(src.id)
+            state = (
+                "starting" if not ctx.streams and error is None and now - entry.started < 5 else "connecting"
+            )
         return SourceStatus(
             id=src.id,
             kind=entry.config.type if entry.config is not None else type(src).__name__,

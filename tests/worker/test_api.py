@@ -148,6 +148,11 @@ def test_writes_need_the_token_bad_bodies_get_every_problem_openapi_valid(
     # Secrets stay out of the log and the API: the token, and a camera URL's password.
     secret_url = "rtsp://admin:hunter2@127.0.0.1:9/cam"
     assert c.post("/streams", json=rtsp_source("cam", secret_url), headers=aw.auth).status_code == 201
+    # A camera that refuses: its state and last error say so, the URL's secret stays out.
+    wait_until(lambda: c.get("/streams/cam").json()["last_error"] is not None, 30, "cam's error", [aw.proc])
+    cam = c.get("/streams/cam").json()
+    print(f"refusing camera: state {cam['state']}, last_error {cam['last_error']!r}")
+    assert cam["state"] == "connecting" and not cam["streams"][0]["up"]
     assert "hunter2" not in c.get("/streams/cam").text
     assert c.delete("/streams/cam", headers=aw.auth).status_code == 204
     aw.proc.sigterm(timeout=30)
