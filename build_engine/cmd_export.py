@@ -63,4 +63,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {precision}: top-1 agreement vs torch fp32 {agree:.3f} (frame, motion and window stages, held-out clips)"
         )
+    for precision, agree in result.text_top1_agreement.items():
+        print(
+            f"  {precision} text_encoder: prompt-label top-1 agreement vs torch fp32 {agree:.3f} (held-out windows)"
+        )
     return 0
