@@ -266,3 +266,22 @@ def test_vbw_build_engine_fills_the_cache(tiny_model_dir: Path, tmp_path: Path) 
     )
     assert rc == 0
     assert len(list(tmp_path.glob("*.plan"))) == 10  # fp32: 4 graphs, fp16 and int8: 3 each
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+@needs_trt
+@pytest.mark.parametrize(("precision", "min_cos"), [("fp32", 0.9999), ("fp16", 0.995), ("int8", 0.95)])
+def test_encode_text_matches_onnxruntime(
+    tiny_model_dir: Path, tmp_path: Path, precision: str, min_cos: float
+) -> None:
+    sentences = ["something moves left", "a small red key slides slowly to the left", "nothing moves"]
+    with load_engine(tiny_model_dir) as ref:
+        want = ref.encode_text(sentences)
+    engine = load_engine(tiny_model_dir, "tensorrt", precision, cache_dir=tmp_path)
+    try:  # the inference thread is this one: encode_text runs its own plan (int64 ids in)
+        got = engine.encode_text(sentences)
+    finally:
+        engine.close()
+    assert got.shape == want.shape
+    assert float((got * want).sum(1).min()) >= min_cos
