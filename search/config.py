@@ -15,6 +15,7 @@ docs/kafka.md) and an `index:` section; command-line flags override single field
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -40,7 +41,9 @@ class IndexSettings(_Section):
         None, description="events topic, read for the snapshot of each event's peak window"
     )
     group_id: str = Field("vbw-index", min_length=1, description="consumer group of the indexers")
-    auto_offset_reset: str = Field("earliest", pattern="^(earliest|latest)$")
+    auto_offset_reset: Literal["earliest", "latest"] = Field(
+        "earliest", description="where a group without a committed offset starts"
+    )
     max_poll_records: int = Field(2000, ge=1, description="records per poll, written as one batch")
     session_timeout_ms: int = Field(10000, ge=1000)
     heartbeat_interval_ms: int = Field(3000, ge=100)

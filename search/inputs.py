@@ -9,7 +9,6 @@ second run over it rewrites the same rows).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,6 +93,7 @@ class KafkaInput:
         )
 
     def poll(self, timeout_s: float = 1.0) -> Batch:
+        from kafka.errors import KafkaError
         from kafka.structs import OffsetAndMetadata, TopicPartition
 
         records = self.consumer.poll(timeout_ms=int(timeout_s * 1000))
@@ -115,8 +115,13 @@ class KafkaInput:
         }
 
         def commit() -> None:
-            if offsets:
+            if not offsets:
+                return
+            try:
                 self.consumer.commit(offsets)
+            except KafkaError as e:  # e.g. a rebalance took the partition: its next owner re-reads
+                # the batch, and rewriting it changes nothing (upsert by window_id)
+                log.warning("vbw index: offset commit failed, the batch will be read again: %s", e)
 
         batch.commit = commit
         for tp in self.consumer.assignment():
@@ -136,7 +141,3 @@ class KafkaInput:
             self.consumer.close(autocommit=False)
         except Exception as e:  # closing a consumer whose broker is gone: nothing left to save
             log.warning("vbw index: consumer close: %s", e)
-
-
-def now() -> float:
-    return time.time()
