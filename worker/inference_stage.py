@@ -213,9 +213,10 @@ class InferenceStage:
         """Every model the stage still uses (close them at shutdown)."""
         return list(self._engines.values())
 
-    def begin_swap(self, engine: Engine) -> None:
+    def begin_swap(self, engine: Engine, prompts: Mapping[str, str] | None = None) -> None:
         """Hand every stream over to `engine` at its next window boundary (worker.model_swap).
-        The caller loaded, checked and warmed it; one swap at a time (see `swapping`)."""
+        The caller loaded, checked and warmed it; one swap at a time (see `swapping`).
+        `prompts`: the new model's zero-shot labels (its engine config's), None = its classifier."""
         if self.swapping:
             raise RuntimeError("a model swap is still handing streams over")
         old, self._gen = self._gen, self._gen + 1
@@ -223,10 +224,9 @@ class InferenceStage:
         self._model_refs[self._gen] = _model_ref(engine)
         self._labels[self._gen] = list(engine.metadata.labels)
         self._prompts[self._gen] = None
-        old_prompts = self._prompts.get(old)
-        if old_prompts is not None:  # the same prompts, encoded by the new model's text encoder
+        if prompts:  # encoded by the new model's text encoder
             try:
-                pl = old_prompts.reencode(engine)
+                pl = PromptLabels.encode(engine, prompts)
                 self._prompts[self._gen], self._labels[self._gen] = pl, pl.labels
             except Exception as e:
                 log.error(

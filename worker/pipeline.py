@@ -780,7 +780,7 @@ class Pipeline:
             new, engine_cfg, fut, res = self._swap_ready.get_nowait()
         except queue.Empty:
             return
-        stage.begin_swap(new)
+        stage.begin_swap(new, engine_cfg.labels.prompts if engine_cfg.labels is not None else None)
         self.engine, self._engine_cfg = new, engine_cfg
         self._model_fp = model_fingerprint(engine_cfg.model_dir)
         m = new.metadata

@@ -5,8 +5,9 @@ labels with the prompts' names. The prompts are encoded once (`PromptLabels.enco
 inference thread, the only one a TensorRT engine may be called from); each window's scores are
 then a softmax over cosine similarities divided by the model's fitted `prompt_temperature`
 (model.json `text`), so a score reads like the classifier's calibrated ones. Re-encode with
-`PromptLabels.encode` (or `reencode`) when the prompts or the model change: the object is
-immutable, so swapping it is one assignment.
+`PromptLabels.encode` when the prompts or the model change (InferenceStage.set_prompts, and
+begin_swap with the new engine config's prompts): the object is immutable, so swapping it is one
+assignment.
 """
 
 from __future__ import annotations
@@ -52,10 +53,6 @@ class PromptLabels:
                     "prompt %r (%r): words the model never saw in a caption: %s", name, sentence, unknown
                 )
         return cls(items, vectors, float(temperature))
-
-    def reencode(self, engine: Engine) -> PromptLabels:
-        """The same prompts for another model (a model swap)."""
-        return PromptLabels.encode(engine, dict(self.prompts))
 
     def same_prompts(self, prompts: Mapping[str, str]) -> bool:
         return self.prompts == tuple((str(k), str(v)) for k, v in prompts.items())

@@ -107,3 +107,10 @@ def test_stage_labels_windows_by_prompts_and_a_new_set_replaces_them() -> None:
     assert all(r[0] == "w" for r in _labels(stage))
     stage.set_prompts(None)
     assert {lb for row in _labels(stage) for lb in row} <= {"a", "b", "c"}
+
+
+def test_a_model_swap_brings_its_config_prompts() -> None:
+    stage = _stage(TextFakeEngine(num_frames=4), {"e": "east", "w": "west"})
+    stage.begin_swap(TextFakeEngine(num_frames=4), {"x": "west", "y": "east"})
+    rows = _labels(stage)  # a new stream: cut for the new model
+    assert rows and all(sorted(r) == ["x", "y"] for r in rows) and all(r[0] == "y" for r in rows)
