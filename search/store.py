@@ -10,8 +10,9 @@ works on object storage (`s3://bucket/index`) where one machine's disk is not en
 - Snapshots live in their own table, keyed by window id: an event's snapshot may arrive before
   or after its window (two topics), and either order ends in the same state.
 - Every `compact_every` writes, `maintain()` compacts the small files that streaming writes
-  leave (query time grows with their number) and drops versions older than `keep_versions_s`
-  (a search that opened an older version keeps working for that long).
+  leave (query time grows with their number), indexes the filter's columns (scalar indexes on
+  stream and times) and drops versions older than `keep_versions_s` (a search that opened an
+  older version keeps working for that long).
 """
 
 from __future__ import annotations
@@ -173,10 +174,29 @@ class WindowIndex:
             self.maintain()
 
     def maintain(self) -> None:
-        """Compact small files and drop old versions (docstring above)."""
+        """Compact small files, bring the scalar indexes up to date, drop old versions."""
+        if self._windows is not None and self._windows.count_rows():
+            self._ensure_scalar_indexes(self._windows)
         for t in (self._windows, self._snapshots):
             if t is not None:
                 t.optimize(cleanup_older_than=self.keep_versions)
+
+    @staticmethod
+    def _ensure_scalar_indexes(table: Any) -> None:
+        """The filter's columns, indexed (once; `optimize` adds later rows to them): a stream and
+        time filter then reads the matching rows instead of scanning three columns of every
+        window (p50 17 -> 10 ms at 100k windows, interleaved A/B here; docs/search.md)."""
+        from lancedb.index import Bitmap, BTree
+
+        have = {tuple(i.columns) for i in table.list_indices()}
+        for column, config in (
+            ("stream_id", Bitmap()),  # few distinct values (cameras), many rows each
+            ("start_time", BTree()),
+            ("end_time", BTree()),
+            ("window_id", BTree()),  # get() and the merge of upserts look windows up by id
+        ):
+            if (column,) not in have:
+                table.create_index(column, config=config)
 
     # -- reads ----------------------------------------------------------------------------------
 

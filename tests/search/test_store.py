@@ -144,3 +144,24 @@ def test_compaction_keeps_every_window(tmp_path):
     ix.maintain()
     assert ix.count() == 40
     assert [h.window_id for h in ix.search(ws[9].vector, 3)] == exact(ws, ws[9].vector, 3, Filter())
+
+
+def test_filters_stay_exact_with_scalar_indexes_and_rows_added_after_them(tmp_path):
+    """maintain() indexes stream and times; rows written later are not in those indexes until the
+    next compaction, and a filter must still see both parts (and replays still replace)."""
+    ix = WindowIndex(tmp_path / "ix")
+    ws = windows(80, seed=3)
+    ix.upsert(ws[:60])
+    ix.maintain()
+    ix.upsert(ws[50:])  # ten replays and twenty new windows, outside the indexes
+    assert ix.count() == 80
+    rng = np.random.default_rng(4)
+    for stream, since, until in [("cam1", None, None), ("cam0", 1010.0, 1060.0), (None, 1055.0, None)]:
+        f = Filter(stream=stream, since=since, until=until)
+        q = rng.normal(size=8).astype(np.float32)
+        assert [h.window_id for h in ix.search(q, 7, f)] == exact(ws, q, 7, f)
+    ix.maintain()
+    q = rng.normal(size=8).astype(np.float32)
+    assert [h.window_id for h in ix.search(q, 7, Filter(stream="cam2"))] == exact(
+        ws, q, 7, Filter(stream="cam2")
+    )
