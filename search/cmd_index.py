@@ -104,7 +104,7 @@ def _index(args: argparse.Namespace, cfg: IndexFileConfig, metrics: IndexMetrics
 
     s = cfg.index
     try:
-        index = WindowIndex(s.db, compact_every=s.compact_every)
+        index = WindowIndex(s.db, compact_every=s.compact_every, retention_s=s.retention_s)
     except IndexStoreError as e:
         log.error("vbw index: %s", e)
         return 1

@@ -51,6 +51,9 @@ class IndexSettings(_Section):
     metrics_host: str = Field("0.0.0.0", description="address /metrics listens on")
     progress_s: float = Field(10.0, gt=0, description="a progress line at most this often")
     compact_every: int = Field(200, ge=0, description="compact the index every N writes (0 = never)")
+    retention_s: float | None = Field(
+        None, gt=0, description="delete windows older than this at each compaction; null = keep all"
+    )
 
 
 class IndexFileConfig(BaseSettings):

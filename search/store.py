@@ -7,6 +7,8 @@ works on object storage (`s3://bucket/index`) where one machine's disk is not en
 - `upsert` is a merge on `window_id`: a replayed window replaces itself, so the count does not
   change. When it returns, the write is committed (a new table version on disk): the caller may
   then commit its Kafka offsets.
+- `retention_s` bounds the index: each `maintain()` deletes the windows that ended before
+  now - retention_s (and their snapshots).
 - Snapshots live in their own table, keyed by window id: an event's snapshot may arrive before
   or after its window (two topics), and either order ends in the same state.
 - Every `compact_every` writes, `maintain()` compacts the small files that streaming writes
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -91,7 +94,13 @@ def dedupe_last(items: Sequence[Any], key: str = "window_id") -> list[Any]:
 
 
 class WindowIndex:
-    def __init__(self, uri: str | Path, compact_every: int = 200, keep_versions_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        uri: str | Path,
+        compact_every: int = 200,
+        keep_versions_s: float = 600.0,
+        retention_s: float | None = None,
+    ) -> None:
         try:
             import lancedb
         except ImportError as e:  # the `search` extra is not installed (a run-time-only install)
@@ -102,6 +111,7 @@ class WindowIndex:
         self.uri = str(uri)
         self.compact_every = compact_every
         self.keep_versions = timedelta(seconds=keep_versions_s)
+        self.retention_s = retention_s
         self._writes = 0
         try:
             self.db = lancedb.connect(self.uri)
@@ -173,8 +183,36 @@ class WindowIndex:
         if self.compact_every and self._writes % self.compact_every == 0:
             self.maintain()
 
+    def expire(self, now: float | None = None) -> int:
+        """Delete the windows that ended more than `retention_s` ago (and their snapshots);
+        returns how many windows went. A replay of an expired window brings it back until the
+        next expiry: the retention is a bound on size, not a filter."""
+        if self.retention_s is None or self._windows is None:
+            return 0
+        cutoff = (time.time() if now is None else now) - self.retention_s
+        before = self._windows.count_rows()
+        self._windows.delete(f"end_time < {cutoff!r}")
+        gone = before - self._windows.count_rows()
+        if gone and self._snapshots is not None:
+            ids = self._windows.search().select(["window_id"]).limit(None).to_arrow()["window_id"]
+            keep = set(ids.to_pylist())
+            stale = [
+                r
+                for r in self._snapshots.search().limit(None).to_arrow()["window_id"].to_pylist()
+                if r not in keep
+            ]
+            for i in range(0, len(stale), 1000):
+                self._snapshots.delete(
+                    "window_id IN (" + ", ".join(sql_string(x) for x in stale[i : i + 1000]) + ")"
+                )
+        return gone
+
     def maintain(self) -> None:
-        """Compact small files, bring the scalar indexes up to date, drop old versions."""
+        """Expire old windows, compact small files, bring the scalar indexes up to date, drop
+        old versions."""
+        gone = self.expire()
+        if gone:
+            log.info("search index %s: %d windows past the retention deleted", self.uri, gone)
         if self._windows is not None and self._windows.count_rows():
             self._ensure_scalar_indexes(self._windows)
         for t in (self._windows, self._snapshots):

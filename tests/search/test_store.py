@@ -165,3 +165,15 @@ def test_filters_stay_exact_with_scalar_indexes_and_rows_added_after_them(tmp_pa
     assert [h.window_id for h in ix.search(q, 7, Filter(stream="cam2"))] == exact(
         ws, q, 7, Filter(stream="cam2")
     )
+
+
+def test_retention_deletes_old_windows_and_their_snapshots(tmp_path):
+    ix = WindowIndex(tmp_path / "ix", retention_s=20.0)
+    ws = windows(40)  # end times 1000 .. 1039
+    ix.upsert(ws)
+    ix.put_snapshots([Snapshot(ws[0].window_id, "old.jpg"), Snapshot(ws[39].window_id, "new.jpg")])
+    assert ix.expire(now=1050.0) == 30  # ended before 1030
+    assert ix.count() == 10
+    assert ix.snapshots([ws[0].window_id, ws[39].window_id]) == {ws[39].window_id: "new.jpg"}
+    assert {h.window_id for h in ix.search(ws[35].vector, 40)} == {w.window_id for w in ws[30:]}
+    assert WindowIndex(tmp_path / "ix2").expire() == 0  # no retention, nothing deleted
