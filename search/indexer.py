@@ -12,8 +12,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from search.inputs import Batch
+from search.inputs import Bad, Batch
 from search.metrics import IndexMetrics
+from search.records import BadMessage
 from search.store import WindowIndex
 
 log = logging.getLogger("vbw.search.index")
@@ -39,6 +40,7 @@ class Indexer:
 
     def write(self, batch: Batch) -> None:
         """Write one batch, then commit it. Raises (without committing) if the write fails."""
+        self._refuse_other_dims(batch)
         for b in batch.bad:
             self.bad += 1
             self.metrics.bad.labels(b.error.reason).inc()
@@ -64,6 +66,19 @@ class Indexer:
         for (topic, partition), lag in batch.lag.items():
             self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
         self.progress()
+
+    def _refuse_other_dims(self, batch: Batch) -> None:
+        """One index holds one vector size: windows of another (a model with another embed_dim
+        published to the same topic) are bad messages, skipped, not a write that fails for ever."""
+        dim = self.index.dim or (batch.windows[0].vector.shape[0] if batch.windows else None)
+        keep = []
+        for w in batch.windows:
+            if w.vector.shape[0] == dim:
+                keep.append(w)
+            else:
+                detail = f"window {w.window_id} of {w.stream_id} (model {w.model_version}): dim {w.vector.shape[0]}, the index holds {dim}; index it into another --db"
+                batch.bad.append(Bad(f"window {w.window_id}", BadMessage("wrong-dim", detail)))
+        batch.windows = keep
 
     def progress(self, force: bool = False) -> None:
         now = time.monotonic()

@@ -36,6 +36,7 @@ REASONS = (
     "not-json-object",
     "no-embedding",
     "not-event",
+    "wrong-dim",  # a vector of another size than the index holds (a model with another embed_dim)
 )
 
 

@@ -177,3 +177,22 @@ def test_retention_deletes_old_windows_and_their_snapshots(tmp_path):
     assert ix.snapshots([ws[0].window_id, ws[39].window_id]) == {ws[39].window_id: "new.jpg"}
     assert {h.window_id for h in ix.search(ws[35].vector, 40)} == {w.window_id for w in ws[30:]}
     assert WindowIndex(tmp_path / "ix2").expire() == 0  # no retention, nothing deleted
+
+
+def test_indexer_skips_windows_of_another_size_and_goes_on(tmp_path):
+    """A model with another embed_dim on the same topic: its windows are bad messages
+    (`wrong-dim`), counted; the batch's other windows are written and committed."""
+    from search.indexer import Indexer
+    from search.inputs import Batch
+    from search.metrics import IndexMetrics
+
+    ix = WindowIndex(tmp_path / "ix")
+    metrics = IndexMetrics()
+    committed = []
+    indexer = Indexer(ix, metrics)
+    indexer.write(Batch(windows=windows(5), commit=lambda: committed.append(1)))
+    indexer.write(
+        Batch(windows=windows(3, dim=4, seed=7) + windows(4, seed=8), commit=lambda: committed.append(2))
+    )
+    assert ix.count() == 9 and committed == [1, 2]
+    assert metrics.bad.labels("wrong-dim")._value.get() == 3
