@@ -297,7 +297,16 @@ class WindowIndex:
             q = q.where(expr, prefilter=True)
         rows = (
             q.select(
-                ["window_id", "stream_id", "start_time", "end_time", "start_pts", "end_pts", "model_version"]
+                [
+                    "window_id",
+                    "stream_id",
+                    "start_time",
+                    "end_time",
+                    "start_pts",
+                    "end_pts",
+                    "model_version",
+                    "_distance",
+                ]
             )
             .limit(k)
             .to_list()
