@@ -35,6 +35,7 @@ class Indexer:
         self._last_progress = self._t0
         self._bad_logged = 0
         self._bad_held = 0
+        self._lag_series: set[tuple[str, str]] = set()
         self.metrics.windows.set(index.count())
         self.metrics.size_bytes.set(index.size_bytes())
 
@@ -63,9 +64,20 @@ class Indexer:
                 newest = max(w.end_time for w in batch.windows)
                 self.metrics.lag_seconds.set(max(0.0, time.time() - newest))
         batch.commit()
+        self._report_lag(batch)
+        self.progress()
+
+    def _report_lag(self, batch: Batch) -> None:
+        """Lag of the partitions this indexer owns now; a partition that moved to another indexer
+        loses its series here (its new owner reports it), as the worker's lag does."""
+        if batch.lag is None:
+            return
+        now = {(t, str(p)) for t, p in batch.lag}
+        for gone in self._lag_series - now:
+            self.metrics.consumer_lag.remove(*gone)
         for (topic, partition), lag in batch.lag.items():
             self.metrics.consumer_lag.labels(topic, str(partition)).set(lag)
-        self.progress()
+        self._lag_series = now
 
     def _refuse_other_dims(self, batch: Batch) -> None:
         """One index holds one vector size: windows of another (a model with another embed_dim

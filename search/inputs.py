@@ -32,8 +32,9 @@ class Batch:
     snapshots: list[Snapshot] = field(default_factory=list)
     bad: list[Bad] = field(default_factory=list)
     commit: Callable[[], None] = lambda: None
-    # Messages behind, per (topic, partition), after this batch (Kafka only).
-    lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    # Messages behind, per (topic, partition) this consumer owns, after this batch (Kafka only;
+    # None for a file).
+    lag: dict[tuple[str, int], int] | None = None
 
     def __len__(self) -> int:
         return len(self.windows) + len(self.snapshots) + len(self.bad)
@@ -124,6 +125,7 @@ class KafkaInput:
                 log.warning("vbw index: offset commit failed, the batch will be read again: %s", e)
 
         batch.commit = commit
+        batch.lag = {}
         for tp in self.consumer.assignment():
             hw = self.consumer.highwater(tp)
             if hw is not None:

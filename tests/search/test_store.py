@@ -196,3 +196,23 @@ def test_indexer_skips_windows_of_another_size_and_goes_on(tmp_path):
     )
     assert ix.count() == 9 and committed == [1, 2]
     assert metrics.bad.labels("wrong-dim")._value.get() == 3
+
+
+def test_lag_series_follow_the_partitions_owned(tmp_path):
+    from search.indexer import Indexer
+    from search.inputs import Batch
+    from search.metrics import IndexMetrics
+
+    metrics = IndexMetrics()
+    indexer = Indexer(WindowIndex(tmp_path / "ix"), metrics)
+
+    def series() -> dict[tuple[str, str], float]:
+        [fam] = [f for f in metrics.registry.collect() if f.name == "vbw_index_consumer_lag"]
+        return {(s.labels["topic"], s.labels["partition"]): s.value for s in fam.samples}
+
+    indexer.write(Batch(lag={("emb", 0): 5, ("emb", 1): 7}))
+    assert series() == {("emb", "0"): 5, ("emb", "1"): 7}
+    indexer.write(Batch(lag={("emb", 1): 0}))  # partition 0 moved to another indexer
+    assert series() == {("emb", "1"): 0}
+    indexer.write(Batch())  # a file batch says nothing about partitions
+    assert series() == {("emb", "1"): 0}
