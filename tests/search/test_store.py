@@ -216,3 +216,15 @@ def test_lag_series_follow_the_partitions_owned(tmp_path):
     assert series() == {("emb", "1"): 0}
     indexer.write(Batch())  # a file batch says nothing about partitions
     assert series() == {("emb", "1"): 0}
+
+
+def test_local_writes_are_flushed_to_disk(tmp_path):
+    """LanceDB does not fsync (strace shows none): a local index syncs its filesystem after each
+    write, before the caller commits offsets; an object store needs no flush."""
+    from search.store import sync_filesystem
+
+    assert WindowIndex(tmp_path / "ix").sync is True
+    assert WindowIndex(tmp_path / "ix2", sync=False).sync is False
+    sync_filesystem(tmp_path)  # raises OSError when the flush fails
+    with pytest.raises(OSError):
+        sync_filesystem(tmp_path / "missing")
