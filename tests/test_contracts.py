@@ -33,7 +33,7 @@ from contracts.graph import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("contracts", "media", "videobert", "engines", "worker", "build_engine", "vbw")
+PACKAGES = ("contracts", "media", "videobert", "engines", "worker", "build_engine", "search", "vbw")
 
 
 @functools.cache

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from contracts.errors import VbwError
 from worker.config import ApiConfig, ConfigProblem, SourceConfig, problems_of
 from worker.stream_registry import SourceList, SourceStatus, StreamConflict, StreamNotFound, StreamRefused
 
@@ -89,7 +90,7 @@ def read_token(path: Path | None) -> str | None:
 _bearer = HTTPBearer(auto_error=False, description="the token in api.token_file")
 
 
-class Unauthorised(Exception):
+class Unauthorised(VbwError):
     """No token, or not the token of api.token_file (401)."""
 
 
