@@ -22,7 +22,8 @@ from worker.pipeline import Pipeline
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "vbw-motion-small"
 STRIDE = 4
-NEW = "0.2.1+swap"
+OLD = json.loads((SHIPPED / "model.json").read_text())["version"]  # the shipped model's
+NEW = f"{OLD}+swap"
 
 
 def bumped_model(root: Path, suffix: str = "swap") -> Path:
@@ -103,26 +104,26 @@ def test_swap_mid_run_switches_each_stream_once_without_a_gap(run_pipeline, tmp_
     wait_until(lambda: len(by_stream(read_jsonl(out))) == 3, 60, "windows from every stream")
     new_dir = bumped_model(tmp_path)
     res = p.swap_model(EngineConfig(model_dir=new_dir, threads=1)).result(120)
-    assert res.outcome == "switched" and res.new_version == "0.2.1+swap", res
-    assert res.old_version == "0.2.1"
+    assert res.outcome == "switched" and res.new_version == NEW, res
+    assert res.old_version == OLD
 
     def switched() -> bool:
         s = by_stream(read_jsonl(out))
-        return len(s) == 3 and all(w[-1]["model"]["version"] == "0.2.1+swap" for w in s.values())
+        return len(s) == 3 and all(w[-1]["model"]["version"] == NEW for w in s.values())
 
     wait_until(switched, 60, "new-model windows on every stream")
     wait_until(lambda: p.engine is not old and old._frame is None, 30, "the old model released (closed)")
     p.stop()
     assert p.join(60) == 0
     for sid, ws in by_stream(read_jsonl(out)).items():
-        k = assert_one_switch_no_gap(ws, "0.2.1", "0.2.1+swap")
+        k = assert_one_switch_no_gap(ws, OLD, NEW)
         assert ws[k]["window_id"] != ws[k - 1]["window_id"], sid
     assert sample(p, "vbw_model_swaps_total", result="switched") == 1
     assert (
         sample(
             p,
             "vbw_engine_info",
-            version="0.2.1+swap",
+            version=NEW,
             model="vbw-motion-small",
             backend="onnxruntime",
             precision="fp32",
@@ -148,7 +149,7 @@ def test_a_failing_swap_keeps_the_old_model(run_pipeline, tmp_path: Path, tiny_m
     wait_until(lambda: len(read_jsonl(out)) > n + 3, 60, "windows after the failed swaps")
     p.stop()
     assert p.join(60) == 0
-    assert {d["model"]["version"] for d in read_jsonl(out)} == {"0.2.1"}
+    assert {d["model"]["version"] for d in read_jsonl(out)} == {OLD}
     assert sample(p, "vbw_model_swaps_total", result="failed") == 3
     assert sample(p, "vbw_model_swaps_total", result="unchanged") == 1
     assert sample(p, "vbw_model_swaps_total", result="switched") == 0
@@ -193,7 +194,7 @@ def test_vbw_run_swaps_the_model_on_reload_without_a_gap(worker_proc, labelled_c
     streams = by_stream(w.windows())
     assert sorted(streams) == ["cam0", "cam1", "cam2"]
     for ws in streams.values():
-        assert_one_switch_no_gap(ws, "0.2.1", NEW)
+        assert_one_switch_no_gap(ws, OLD, NEW)
     log = w.stderr()
     assert "model swap: loading" in log and "hand over at their next window boundary" in log
     assert "released" in log  # the old model was closed once no stream needed it
@@ -202,24 +203,24 @@ def test_vbw_run_swaps_the_model_on_reload_without_a_gap(worker_proc, labelled_c
 def test_a_new_model_written_over_the_model_dir_swaps_on_reload(run_pipeline, tmp_path: Path) -> None:
     """The engine section stays; the directory it names gets a new model.json (a new model
     volume, a symlink swapped): a reload sees it and swaps."""
-    live = bumped_model(tmp_path, "live")  # the running model, version 0.2.1+live
+    live = bumped_model(tmp_path, "live")  # the running model, version OLD+live
     p, out = run_pipeline({"model_dir": str(live)}, config_file=True)
     wait_until(lambda: len(by_stream(read_jsonl(out))) == 3, 60, "windows from every stream")
     assert p.reloader.reload("SIGHUP").result == "unchanged"
     meta = json.loads((live / "model.json").read_text())
-    meta["version"] = "0.2.2"
+    meta["version"] = "9.9.9"
     (live / "model.json").write_text(json.dumps(meta, indent=2))
     res = p.reloader.reload("SIGHUP")
     assert res.result == "applied", res
 
     def switched() -> bool:
         s = by_stream(read_jsonl(out))
-        return len(s) == 3 and all(w[-1]["model"]["version"] == "0.2.2" for w in s.values())
+        return len(s) == 3 and all(w[-1]["model"]["version"] == "9.9.9" for w in s.values())
 
     wait_until(switched, 60, "new-model windows on every stream")
     assert p.reloader.reload("SIGHUP").result == "unchanged"  # the swapped-in model is the running one
     p.stop()
     assert p.join(60) == 0
     for ws in by_stream(read_jsonl(out)).values():
-        assert_one_switch_no_gap(ws, "0.2.1+live", "0.2.2")
+        assert_one_switch_no_gap(ws, f"{OLD}+live", "9.9.9")
     assert sample(p, "vbw_model_swaps_total", result="switched") == 1
