@@ -74,7 +74,11 @@ def tiny_model_dir(root: Path) -> Path:
     vocab = len(json.loads(tokenizer)["model"]["vocab"])
     model = with_text(model, TextConfig(vocab_size=vocab, embed_dim=TINY["embed_dim"], **TINY_TEXT)).eval()
     ckpt = root / "tiny.pt"
-    extra = {"training": {"note": "random init, tests only"}, "tokenizer": tokenizer, "default_prompts": TINY_PROMPTS}
+    extra = {
+        "training": {"note": "random init, tests only"},
+        "tokenizer": tokenizer,
+        "default_prompts": TINY_PROMPTS,
+    }
     save_checkpoint(model, str(ckpt), extra)
     out = root / "tiny-model"
     export_model(ckpt, out, name="tiny", version="0.0.1", calib_clips=8)
