@@ -61,3 +61,26 @@ def test_text_model_exports_and_encodes(trained: tuple[Path, Path], tmp_path: Pa
         v = engine.encode_text(["something moves left", "nothing moves"])
         _, emb = engine.infer_windows(np.zeros((1, 4, 32, 32, 3), np.uint8))
     assert v.shape == (2, emb.shape[1])
+
+
+def test_text_stage_on_a_users_captioned_clips(tmp_path: Path) -> None:
+    from media.clips import clip_rng, render_clip, write_mp4
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i, label in enumerate(("move_left", "grow")):
+        write_mp4(render_clip(label, clip_rng(3, i), 64, 36, 75, 25.0), data / f"{label}.mp4", 25.0)
+    (data / "captions.jsonl").write_text(
+        '{"file": "move_left.mp4", "captions": ["a car drives west", "traffic heading west"]}\n'
+        '{"file": "grow.mp4", "caption": "a balloon inflates"}\n'
+    )
+    torch.manual_seed(0)
+    vision = VideoBERT(VideoBertConfig(**MINIMAL, labels=list(clips.MODEL_LABELS), num_frames=4)).eval()
+    save_checkpoint(vision, str(tmp_path / "v.pt"))
+    logs: list[str] = []
+    cfg = TextTrainConfig(steps=3, batch_size=4, max_len=16, threads=1, data=str(data))
+    final = train_text(tmp_path / "v.pt", tmp_path / "run", cfg, log=logs.append, progress=False)
+    assert any("captioned windows, 2 distinct captions" in line for line in logs), logs
+    raw = torch.load(str(final), weights_only=True)
+    assert "balloon" in raw["tokenizer"] and "inflates" in raw["tokenizer"]  # the user's words
+    assert raw["text_training"]["data"] == str(data) and raw["text_training"]["held_out_combos"] == []
