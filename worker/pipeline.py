@@ -306,8 +306,10 @@ class Pipeline:
         """The segmenter, its state store (with a kafka source) and snapshots."""
         assert self.engine is not None
         cfg, info = self.cfg, self.engine.metadata
+        # With zero-shot labels the scores are the prompts', in the config's order.
+        labels = list(cfg.engine.labels.prompts) if cfg.engine.labels is not None else list(info.labels)
         try:
-            rules = resolve_rules(cfg.events, info.labels)
+            rules = resolve_rules(cfg.events, labels)
         except ValueError as e:
             raise StartupError(str(e)) from None
         if cfg.events.changelog_topic and any(s.type == "kafka" for s in cfg.sources):
@@ -328,7 +330,7 @@ class Pipeline:
         )
         return EventStage(
             rules,
-            info.labels,
+            labels,
             size=cfg.windows.size or info.num_frames,
             stride=cfg.windows.stride,
             max_gap=cfg.windows.max_gap,

@@ -114,3 +114,39 @@ def test_a_model_swap_brings_its_config_prompts() -> None:
     stage.begin_swap(TextFakeEngine(num_frames=4), {"x": "west", "y": "east"})
     rows = _labels(stage)  # a new stream: cut for the new model
     assert rows and all(sorted(r) == ["x", "y"] for r in rows) and all(r[0] == "y" for r in rows)
+
+
+def test_segment_events_follow_prompt_labels(default_model_dir: Path, tmp_path: Path) -> None:
+    """Events name the prompts (the demo's motions, three of them as prompts, 'nothing moves')."""
+    import json
+
+    from worker.config import parse_config
+    from worker.pipeline import Pipeline
+
+    if load_engine(default_model_dir).text_tokenizer is None:
+        pytest.skip("the shipped model has no text encoder")
+    repo = Path(__file__).resolve().parents[2]
+    prompts = {
+        "going_left": "something moves to the left",
+        "growing": "something grows",
+        "still": "nothing moves",
+    }
+    cfg = parse_config(
+        {
+            "sources": [{"type": "file", "id": "sample", "path": str(repo / "samples" / "demo.mp4")}],
+            "sampling": {"fps": 5},
+            "windows": {"stride": 4},
+            "engine": {"model_dir": str(default_model_dir), "threads": 1, "labels": {"prompts": prompts}},
+            "events": {"labels": ["going_left", "growing"]},
+            "sinks": [
+                {"type": "jsonl", "path": str(tmp_path / "w.jsonl")},
+                {"type": "jsonl", "path": str(tmp_path / "e.jsonl"), "payload": "events", "name": "events"},
+            ],
+            "metrics": {"enabled": False},
+        }
+    )
+    assert Pipeline(cfg, metrics=Metrics(), install_signals=False).run() == 0
+    windows = [json.loads(line) for line in (tmp_path / "w.jsonl").read_text().splitlines()]
+    events = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    assert windows and all({ls["label"] for ls in w["labels"]} <= set(prompts) for w in windows)
+    assert {e["label"] for e in events} == {"going_left", "growing"}, {e["label"] for e in events}
