@@ -146,6 +146,14 @@ def mask_tokens(
     )
 
 
+def masked_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the predicted (masked) positions; 0 when a batch masked none (a small
+    batch can), where cross_entropy's mean over nothing would be NaN."""
+    if not bool((targets != -100).any()):
+        return logits.sum() * 0
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-100)
+
+
 def prompt_labels_of(labels: list[str]) -> list[str]:
     return [captions.DEFAULT_PROMPTS.get(lb, lb.replace("_", " ")) for lb in labels]
 
@@ -282,8 +290,7 @@ def train_text(
         nce = info_nce(win, txt, pos, scale)
         m_ids, t_tgt, m_words, w_tgt = mask_tokens(ids, words, cfg, joint.mask_word, g)
         t_logits, w_logits = joint(m_ids, m_words)
-        mlm_t = F.cross_entropy(t_logits.flatten(0, 1), t_tgt.flatten(), ignore_index=-100)
-        mlm_w = F.cross_entropy(w_logits.flatten(0, 1), w_tgt.flatten(), ignore_index=-100)
+        mlm_t, mlm_w = masked_ce(t_logits, t_tgt), masked_ce(w_logits, w_tgt)
         loss = nce + cfg.joint_weight * (mlm_t + mlm_w)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -43,3 +43,11 @@ def test_info_nce_prefers_aligned_pairs_and_counts_every_positive() -> None:
     assert aligned < shuffled
     # with every pair a positive, the loss is zero: nothing to tell apart
     assert float(info_nce(x, x.roll(1, 0), torch.ones(6, 6, dtype=torch.bool), scale)) < 1e-5
+
+
+def test_masked_loss_of_a_batch_with_nothing_masked_is_zero_not_nan() -> None:
+    from build_engine.text_train import masked_ce
+
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    assert float(masked_ce(logits, torch.full((2, 3), -100))) == 0.0
+    assert float(masked_ce(logits, torch.tensor([[1, -100, -100], [-100, -100, 4]]))) > 0
