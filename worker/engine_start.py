@@ -64,6 +64,7 @@ def prepare_swap(cfg: VbwConfig, engine_cfg: EngineConfig, running: EngineInfo, 
                                  f"without a restart: {'; '.join(problems)}")  # fmt: skip
         try:
             check_windows(swap_cfg, eng)
+            check_prompts(swap_cfg, eng)
         except StartupError as e:
             raise ModelSwapError(str(e)) from None
         t0 = time.perf_counter()

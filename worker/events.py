@@ -26,6 +26,12 @@ Crash safety for sources that replay (Kafka; their windows carry source refs):
   latest checkpoint; windows at or before its position are replays of applied windows: skipped.
 
 Sources that do not replay (files, cameras) get events only: no checkpoints, no extra holds.
+
+Zero-shot labels changed by a config reload (`set_labels`, worker.inference_stage.set_prompts):
+each window carries the names of its scores. A stream's first window under other names ends
+the stream's open segments (`end_reason: break`, as any break of the stream) and its segmenter
+starts over with the rules of the new names (`last` kept, so replays are still recognised).
+New sentences under the same names change nothing here: the segments go on.
 """
 
 from __future__ import annotations
@@ -170,6 +176,8 @@ class _Stream:
     dirty: int = 0  # dirty windows since the last checkpoint
     last_first: SourceRef | None = None  # first frame of the last window applied
     anchor: SourceRef | None = None  # held while the stream is not idle (module doc)
+    labels: tuple[str, ...] = ()  # names of the scores its segmenter reads
+    index: dict[str, int] = field(default_factory=dict)  # label of interest -> score index
 
 
 class EventStage:
@@ -186,9 +194,13 @@ class EventStage:
         store: StateStore | None = None,
         snapshot: Callable[[str, Window], str | None] | None = None,
         checkpoint_every: int = 8,
+        resolve: Callable[[Sequence[str]], Mapping[str, Rule]] | None = None,
     ) -> None:
         self.rules = dict(rules)
-        self._index = {label: model_labels.index(label) for label in self.rules}
+        self.labels = tuple(model_labels)
+        # the rules of each set of label names seen (`resolve` makes them for new ones)
+        self._rules_of: dict[tuple[str, ...], dict[str, Rule]] = {self.labels: self.rules}
+        self._resolve = resolve
         self.size, self.stride, self.max_gap = size, stride, max_gap
         self.model = model
         self.metrics = metrics
@@ -199,13 +211,29 @@ class EventStage:
         self._seen: set[TP] = set()  # partitions restored since they were (re)assigned
         self.skipped = 0  # replayed windows already in a restored state
 
+    def set_labels(self, labels: Sequence[str]) -> None:
+        """Windows cut from now on name their scores `labels` (a change of the zero-shot labels).
+        ValueError (nothing changes) when the events config names a label they lack. Each
+        stream switches at its first window under the new names (module doc)."""
+        names = tuple(labels)
+        self.rules = self._rules_for(names)
+        self.labels = names
+
     # -- per window, per break ----------------------------------------------------------------
     def window(self, result: WindowResult) -> tuple[EventBatch | None, list[SourceRef]]:
         """A window leaving the order gate -> (what to publish, refs to hold once more)."""
         w = result.window
         frames = (w.source_refs[0][0], w.source_refs[0][1]) if w.source_refs else None
-        st = self._stream(w.stream_id, frames)
-        scores = {label: float(result.scores[i]) for label, i in self._index.items()}
+        names = tuple(result.labels) if result.labels is not None else self.labels
+        st = self._stream(w.stream_id, frames, names)
+        was_idle = st.seg.idle
+        ended: list[SegmentEvent] = []
+        replay = st.seg.last is not None and w.start_seq <= st.seg.last.start_seq
+        if st.labels != names and not replay:
+            ended = self._relabel(w.stream_id, st, names)
+        scores = (
+            {label: float(result.scores[i]) for label, i in st.index.items()} if st.labels == names else {}
+        )
         view = window_view(w, scores, self.stride)
         if st.seg.applied(view):
             self.skipped += 1
@@ -214,8 +242,7 @@ class EventStage:
                 st.anchor = w.source_refs[0]
                 return None, [st.anchor]
             return None, []
-        was_idle = st.seg.idle
-        events = st.seg.apply(view)
+        events = ended + st.seg.apply(view)
         messages = self._messages(w.stream_id, events)
         if st.frames is None or self.store is None:  # nothing replays this stream
             return (EventBatch(w.stream_id, messages) if messages else None), []
@@ -284,23 +311,52 @@ class EventStage:
         return list(self._streams)
 
     # -- internals --------------------------------------------------------------------------------
-    def _stream(self, stream_id: str, frames: TP | None) -> _Stream:
-        """The stream's state; new on its first window (or break) since a start or a revoke,
-        restored from the store for a stream that replays."""
-        st = self._streams.get(stream_id)
-        if st is not None:
-            return st
+    def _rules_for(self, names: tuple[str, ...]) -> dict[str, Rule]:
+        rules = self._rules_of.get(names)
+        if rules is None:
+            if self._resolve is None:
+                raise ValueError(f"events: no rules for the labels {', '.join(names)}")
+            rules = self._rules_of[names] = dict(self._resolve(names))
+        return rules
+
+    def _segmenter(self, stream_id: str, rules: Mapping[str, Rule]) -> StreamSegmenter:
         snap = self._snapshot
-        seg = StreamSegmenter(
-            self.rules,
+        for label in rules:
+            self.metrics.register_events(stream_id, label)
+        return StreamSegmenter(
+            rules,
             size=self.size,
             stride=self.stride,
             max_gap=self.max_gap,
             snapshot=(lambda v, sid=stream_id: snap(sid, v.payload)) if snap is not None else None,
         )
-        st = self._streams[stream_id] = _Stream(seg)
-        for label in self.rules:
-            self.metrics.register_events(stream_id, label)
+
+    def _relabel(self, stream_id: str, st: _Stream, names: tuple[str, ...]) -> list[SegmentEvent]:
+        """The stream's first window under other label names: its open segments end (break), its
+        segmenter starts over with the new names' rules, keeping its position."""
+        old = st.seg
+        ended = old.close()
+        st.seg = self._segmenter(stream_id, self._rules_for(names))
+        st.seg.last, st.seg.closes = old.last, old.closes
+        st.labels, st.index = names, {label: names.index(label) for label in st.seg.rules}
+        log.info(
+            "stream %s: labels now %s; %d open segment(s) ended (break)",
+            stream_id,
+            ", ".join(names),
+            len(ended),
+        )
+        return ended
+
+    def _stream(self, stream_id: str, frames: TP | None, names: tuple[str, ...] | None = None) -> _Stream:
+        """The stream's state; new on its first window (or break) since a start or a revoke,
+        restored from the store for a stream that replays."""
+        st = self._streams.get(stream_id)
+        if st is not None:
+            return st
+        names = self.labels if names is None else names
+        seg = self._segmenter(stream_id, self._rules_for(names))
+        index = {label: names.index(label) for label in seg.rules}
+        st = self._streams[stream_id] = _Stream(seg, labels=names, index=index)
         if frames is not None and self.store is not None:
             st.frames = frames
             fresh = frames not in self._seen

@@ -23,6 +23,12 @@ theirs through the window batcher (a batch runs one model), streams with frames 
 over through a `Handover` (both frame encoders until no window can start before the swap), and
 the old model leaves in `StageOutput.retired` once nothing needs it.
 
+A change of the zero-shot labels (`set_prompts`, a config reload of `engine.labels`) is a
+generation too, of the same model: windows already cut keep the labels they were cut under,
+every window cut after it gets the new ones. Each stream's windows leave the gate in cut order,
+so each stream switches at one window boundary; no window is lost, made twice or re-encoded,
+and no stream's window state is touched (no gap).
+
 With an `EventStage` (sinks with `payload: events`), each window leaving the gate also goes
 through the stream's segmenter, and stream breaks (resets, engine errors, shutdown, revokes)
 pass through the gate as markers, behind the stream's windows cut before them. The output then
@@ -175,12 +181,12 @@ class InferenceStage:
         self._gen = 0
         self._engines: dict[int, Engine] = {0: engine}
         self._model_refs: dict[int, ModelRef] = {0: _model_ref(engine)}
-        self._labels: dict[int, list[str]] = {0: list(info.labels)}
+        self._labels: dict[int, tuple[str, ...]] = {0: tuple(info.labels)}
         # Zero-shot labels (engine.labels.prompts) per generation; None = the classifier head.
         self._prompts: dict[int, PromptLabels | None] = {0: None}
+        self._in_batcher: dict[int, int] = {0: 0}  # windows waiting per generation
         if prompts:
             self.set_prompts(prompts)
-        self._in_batcher: dict[int, int] = {0: 0}  # windows waiting per generation
         self._handovers: dict[str, Handover] = {}
         self._handover_timeout_s = handover_timeout_s
         self._clock = clock
@@ -206,7 +212,8 @@ class InferenceStage:
 
     @property
     def swapping(self) -> bool:
-        """A previous model is still needed (streams being handed over, or its windows waiting)."""
+        """A previous generation is still needed: a model (streams being handed over, or its
+        windows waiting), or labels (windows cut under them still waiting)."""
         return len(self._engines) > 1
 
     def engines(self) -> list[Engine]:
@@ -222,12 +229,12 @@ class InferenceStage:
         old, self._gen = self._gen, self._gen + 1
         self._engines[self._gen] = engine
         self._model_refs[self._gen] = _model_ref(engine)
-        self._labels[self._gen] = list(engine.metadata.labels)
+        self._labels[self._gen] = tuple(engine.metadata.labels)
         self._prompts[self._gen] = None
         if prompts:  # encoded by the new model's text encoder
             try:
                 pl = PromptLabels.encode(engine, prompts)
-                self._prompts[self._gen], self._labels[self._gen] = pl, pl.labels
+                self._prompts[self._gen], self._labels[self._gen] = pl, tuple(pl.labels)
             except Exception as e:
                 log.error(
                     "model swap: the new model cannot encode the prompts (%s); its classifier labels apply", e
@@ -248,22 +255,46 @@ class InferenceStage:
             len(self._handovers), len(self._assemblers),
         )  # fmt: skip
 
-    def set_prompts(self, prompts: Mapping[str, str] | None) -> None:
-        """Label windows by these prompts from now on (None: by the classifier head). Encodes
-        them with the current model here, so call it from the inference thread (config reload)."""
-        gen = self._gen
+    @property
+    def labels(self) -> tuple[str, ...]:
+        """The names of the scores of windows cut from now on (prompts' or the classifier's)."""
+        return self._labels[self._gen]
+
+    def set_prompts(self, prompts: Mapping[str, str] | None) -> bool:
+        """Label windows cut from now on by these prompts (None or empty: by the classifier head).
+        Windows already cut keep their labels: each stream switches at its next window boundary
+        (module doc). Encodes the prompts with the current model here, so call it from the
+        inference thread. Returns False when nothing changes; raises (and changes nothing) when
+        the model cannot encode them (no text encoder: engines.base.TextUnavailable), or while a
+        model swap is still handing streams over (`swapping`: one change at a time)."""
+        if self.swapping:
+            raise RuntimeError("a model swap is still handing streams over")
+        gen, engine = self._gen, self._engines[self._gen]
+        current = self._prompts[gen]
         if not prompts:
-            self._prompts[gen] = None
-            self._labels[gen] = list(self._engines[gen].metadata.labels)
-            return
-        current = self._prompts.get(gen)
-        if current is not None and current.same_prompts(prompts):
-            return
-        pl = PromptLabels.encode(self._engines[gen], prompts)
-        self._prompts[gen], self._labels[gen] = pl, pl.labels
-        log.info(
-            "labels: %d prompts (%s), temperature %.4f", len(pl.labels), ", ".join(pl.labels), pl.temperature
-        )
+            if current is None:
+                return False
+            new, labels = None, tuple(engine.metadata.labels)
+        else:
+            if current is not None and current.same_prompts(prompts):
+                return False
+            new = PromptLabels.encode(engine, prompts)
+            labels = tuple(new.labels)
+        if self.events is not None:  # first: a label the events config names may be gone (ValueError)
+            self.events.set_labels(labels)
+        # Windows cut under the old labels still wait: a new generation, of the same model.
+        if self._in_batcher[gen]:
+            gen = self._gen = gen + 1
+            self._engines[gen], self._model_refs[gen] = engine, self._model_refs[gen - 1]
+            self._in_batcher[gen] = 0
+        self._prompts[gen], self._labels[gen] = new, labels
+        if new is None:
+            log.info("labels: the classifier head's (%d)", len(labels))
+        else:
+            log.info(
+                "labels: %d prompts (%s), temperature %.4f", len(labels), ", ".join(labels), new.temperature
+            )
+        return True
 
     def deadline(self) -> float | None:
         """Clock time at which a waiting batch is due (call `feed([])` then), None when idle."""
@@ -444,6 +475,9 @@ class InferenceStage:
                 ref, new = self._model_refs.pop(gen), self._model_refs[self._gen]
                 del self._labels[gen], self._in_batcher[gen]
                 self._prompts.pop(gen, None)
+                if any(e is engine for e in self._engines.values()):  # a label change: same model
+                    log.info("labels: every window cut under the previous labels has left")
+                    continue
                 out.retired.append(engine)
                 log.info(
                     "model swap: every stream is on %s %s; %s released", new.name, new.version, ref.version
@@ -497,7 +531,11 @@ class InferenceStage:
             result: WindowResult | None
             try:
                 result = WindowResult(
-                    message=self._message(gen, w, s, wall, produced), embedding=e, scores=s, window=w
+                    message=self._message(gen, w, s, wall, produced),
+                    embedding=e,
+                    scores=s,
+                    window=w,
+                    labels=self._labels[gen],
                 )
             except ValueError as err:  # not a valid vbw.window/v1 (a NaN score or time): never published
                 reject(w, err, self.metrics.windows_dropped)

@@ -152,7 +152,7 @@ class Metrics:
         self.model_swaps = Counter(
             "vbw_model_swaps_total", "Hot model swap requests, by result", ["result"], registry=r
         )
-        for result in ("switched", "failed", "unchanged"):
+        for result in ("switched", "relabelled", "failed", "unchanged"):  # relabelled: engine.labels only
             self.model_swaps.labels(result)
         # Segments (worker.events): events made, by type, and segments open now.
         self.events = Counter(

@@ -43,7 +43,7 @@ from worker.windows import FrameMeta, SlidingWindowAssembler, Step
 # Longest a stream may hold the old model with no new frame (see the module doc).
 HANDOVER_TIMEOUT_S = 60.0
 
-SwapOutcome = Literal["switched", "failed", "unchanged"]
+SwapOutcome = Literal["switched", "relabelled", "failed", "unchanged"]
 
 
 class ModelSwapError(VbwError):
@@ -60,8 +60,11 @@ class SwapResult:
       new model's; the old model goes once no stream needs it).
     - `failed`: the old model keeps running; `error` says why (bad model dir, load or warm-up
       error, a model that cannot replace this one without a restart, shutdown).
+    - `relabelled`: the request names the model already running with other zero-shot labels
+      (`engine.labels`): nothing was loaded; the inference thread encoded the new prompts and
+      every window cut from then on carries them (each stream switches at one window boundary).
     - `unchanged`: the request names the model already running (same dir, backend, precision,
-      version and files); nothing was loaded.
+      version and files) and the same labels; nothing was loaded.
     """
 
     outcome: SwapOutcome

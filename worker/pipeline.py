@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from engines.base import Engine
-from worker.config import EngineConfig, SourceConfig, VbwConfig
+from worker.config import ConfigProblem, EngineConfig, SourceConfig, VbwConfig
 from worker.delivery import DeliveryLedger
 from worker.engine_start import prepare_swap, start_engine
 from worker.event_messages import EventModelRef
@@ -206,7 +206,8 @@ class Pipeline:
         self._snapshots: Any = None  # worker.snapshots.SnapshotStore, with snapshots.enabled
         # hot model swap: requests (swap_model) -> swap thread -> a warm engine -> inference thread
         self._swap_q: queue.Queue[tuple[EngineConfig, Future[SwapResult]]] = queue.Queue()
-        self._swap_ready: queue.Queue[tuple[Engine, EngineConfig, Future[SwapResult], SwapResult]] = (
+        # (None as the engine: only engine.labels changed)
+        self._swap_ready: queue.Queue[tuple[Engine | None, EngineConfig, Future[SwapResult], SwapResult]] = (
             queue.Queue()
         )
         self._engine_cfg = cfg.engine  # what the running model was loaded from
@@ -339,6 +340,7 @@ class Pipeline:
             store=self._changelog,
             snapshot=self._save_snapshot if self._snapshots is not None else None,
             checkpoint_every=cfg.events.checkpoint_every,
+            resolve=lambda names: resolve_rules(cfg.events, names),  # a reload's new zero-shot labels
         )
 
     def _save_snapshot(self, stream_id: str, window: Window) -> str | None:
@@ -757,8 +759,13 @@ class Pipeline:
         if engine_cfg.model_dump(include=keys) == self._engine_cfg.model_dump(include=keys) and (
             model_fingerprint(engine_cfg.model_dir) == self._model_fp
         ):
-            self.metrics.model_swaps.labels("unchanged").inc()
-            fut.set_result(SwapResult("unchanged", old.version, old.version))
+            if engine_cfg.labels == self._engine_cfg.labels:
+                self.metrics.model_swaps.labels("unchanged").inc()
+                fut.set_result(SwapResult("unchanged", old.version, old.version))
+                return
+            # Only the zero-shot labels changed: the inference thread re-encodes them (no load).
+            self._swap_ready.put((None, engine_cfg, fut, SwapResult("relabelled", old.version, old.version)))
+            self._wait_begun(fut)
             return
         log.info("model swap: loading %s beside %s %s", engine_cfg.model_dir, old.name, old.version)
         t0 = time.perf_counter()
@@ -771,16 +778,51 @@ class Pipeline:
             return
         res = SwapResult("switched", old.version, new.metadata.version, load_s=time.perf_counter() - t0)
         self._swap_ready.put((new, engine_cfg, fut, res))
-        # One at a time: the next request is checked against the model this one brings.
+        self._wait_begun(fut)
+
+    def _wait_begun(self, fut: Future[SwapResult]) -> None:
+        # One at a time: the next request is checked against the model (and labels) this one brings.
         while not wait_future([fut], timeout=_IDLE_S).done:
             if not self.runtime.alive("inference"):
                 self._fail_swaps("the inference thread ended")
 
+    def engine_problems(self, new: VbwConfig) -> list[ConfigProblem]:
+        """What a reload's engine section cannot bring to the running model (worker.reload
+        rejects the whole reload then): zero-shot labels on a model without a text encoder, and
+        prompt names that lack a label `events.labels` names. A new model is checked when it loads."""
+        assert self.engine is not None
+        ec = new.engine
+        keys = {"model_dir", "backend", "precision", "threads", "options"}
+        if (
+            ec.labels is None
+            or ec.model_dump(include=keys) != self._engine_cfg.model_dump(include=keys)
+            or model_fingerprint(ec.model_dir) != self._model_fp
+        ):
+            return []
+        if not self.engine.has_text:
+            m = self.engine.metadata
+            return [
+                ConfigProblem(
+                    "engine.labels",
+                    f"prompts need a model with a text encoder; {m.name} {m.version} has none",
+                )
+            ]
+        if self.events is not None:
+            try:
+                resolve_rules(new.events, list(ec.labels.prompts))
+            except ValueError as e:
+                return [ConfigProblem("engine.labels", f"segment events: {e}")]
+        return []
+
     def _begin_swap(self, stage: InferenceStage) -> None:
-        """Inference thread: the warm new model takes over, stream by stream."""
+        """Inference thread: the warm new model takes over, stream by stream (or, with no new
+        model, the new zero-shot labels: `_relabel`)."""
         try:
             new, engine_cfg, fut, res = self._swap_ready.get_nowait()
         except queue.Empty:
+            return
+        if new is None:
+            self._relabel(stage, engine_cfg, fut, res)
             return
         stage.begin_swap(new, engine_cfg.labels.prompts if engine_cfg.labels is not None else None)
         self.engine, self._engine_cfg = new, engine_cfg
@@ -792,6 +834,35 @@ class Pipeline:
         self.metrics.model_swaps.labels("switched").inc()
         fut.set_result(res)
 
+    def _relabel(
+        self, stage: InferenceStage, engine_cfg: EngineConfig, fut: Future[SwapResult], res: SwapResult
+    ) -> None:
+        """Inference thread (the only one that may run the engine): encode the new prompts; each
+        stream switches at its next window (InferenceStage.set_prompts). On failure the running
+        labels go on."""
+        before = ", ".join(stage.labels)
+        try:
+            stage.set_prompts(engine_cfg.labels.prompts if engine_cfg.labels is not None else None)
+        except Exception as e:
+            log.error(
+                "labels: the new engine.labels cannot apply, %s go on: %s: %s", before, type(e).__name__, e
+            )
+            self.metrics.model_swaps.labels("failed").inc()
+            fut.set_result(
+                SwapResult("failed", res.old_version, error=f"engine.labels: {type(e).__name__}: {e}")
+            )
+            return
+        self._engine_cfg = engine_cfg
+        if self.events is not None:
+            self._event_rules = list(self.events.rules)
+        log.info(
+            "labels changed: %s -> %s; each stream switches at its next window",
+            before,
+            ", ".join(stage.labels),
+        )
+        self.metrics.model_swaps.labels("relabelled").inc()
+        fut.set_result(res)
+
     def _fail_swaps(self, why: str) -> None:
         """Swaps not begun when the worker stops: their new engines are closed, the requests fail."""
         version = self.engine.metadata.version if self.engine is not None else ""
@@ -799,8 +870,9 @@ class Pipeline:
         with contextlib.suppress(queue.Empty):
             while True:
                 new, _, fut, _ = self._swap_ready.get_nowait()
-                with contextlib.suppress(Exception):
-                    new.close()
+                if new is not None:
+                    with contextlib.suppress(Exception):
+                        new.close()
                 futs.append(fut)
         with contextlib.suppress(queue.Empty):
             while True:

@@ -8,8 +8,11 @@
   two. The `engine` section, and a model directory whose model.json changed under the same
   section, go to the hot model swap (`Pipeline.swap_engine`, worker.model_swap): the new model
   is loaded beside the old one and each stream switches at a window boundary; a model that
-  fails to load or warm up fails the reload and the old one goes on. Kafka sources join a
-  consumer group: changing them needs a restart too.
+  fails to load or warm up fails the reload and the old one goes on. An engine section that
+  differs only in `labels` (zero-shot prompts) loads nothing: the inference thread re-encodes
+  the prompts and each stream switches at its next window; prompts for a model without a text
+  encoder (or lacking a label `events.labels` names) reject the reload (`engine_problems`).
+  Kafka sources join a consumer group: changing them needs a restart too.
 - The sources are diffed by id (`diff_sources`): new ones start, removed ones drain (their
   windows in flight are published), changed ones drain and start again, unchanged ones are not
   touched, so their streams lose no frame.
@@ -155,6 +158,15 @@ class Reloader:
             blocked = [p for p in blocked if p.path != "engine"]
         if blocked:
             return Outcome("rejected", f"{self.path}: needs a restart, the running config is kept", blocked)
+        check = getattr(self.control, "engine_problems", None)
+        if swap is not None and engine_changed and check is not None:
+            bad = check(new)
+            if bad:
+                return Outcome(
+                    "rejected",
+                    f"{self.path}: the engine section cannot apply, the running config is kept",
+                    bad,
+                )
         failed: list[ConfigProblem] = []
         if swap is not None and engine_changed:
             self._step(failed, "engine", lambda: swap(new))

@@ -60,6 +60,7 @@ class WindowResult:
     embedding: np.ndarray  # float32 [E], L2-normalised
     scores: np.ndarray  # float32 [C], every label's score in model label order
     window: Window  # the window itself (features already dropped), for refs and timing
+    labels: tuple[str, ...] | None = None  # names of `scores`, in order (None: the model's labels)
 
     def __post_init__(self) -> None:
         # The message checked itself; a NaN here would reach the embeddings topic unchecked.
