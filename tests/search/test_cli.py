@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from search_helpers import result
 
@@ -78,16 +79,50 @@ def test_table_shows_the_snapshot(indexed):
     assert "s/3.jpg" in row and "2027-01-15T" in row
 
 
-def test_text_needs_a_text_encoder_or_answers(indexed, default_model_dir):
+def test_text_with_the_shipped_model(indexed, default_model_dir, tmp_path):
+    """The shipped model's text query: against an index of its own windows it answers (the exact
+    cosine ranking); against an index of vectors of another size it says so; a model without a
+    text encoder is refused with the way out (--like)."""
     db, _ = indexed
-    out = vbw("search", "--db", str(db), "a small red square moving left", "--model", str(default_model_dir))
+    text = "a small red square moving left"
     manifest = json.loads((default_model_dir / "model.json").read_text())
-    if "text_encoder" in json.dumps(manifest):
-        # the model's windows are not in this index (another version): an answer, or none
-        assert out.returncode == 0, out.stderr
-    else:
+    if "text_encoder" not in json.dumps(manifest):
+        out = vbw("search", "--db", str(db), text, "--model", str(default_model_dir))
         assert out.returncode == 2
         assert "has no text encoder" in out.stderr and "--like" in out.stderr
+        return
+    from engines import load_engine
+    from search.records import window
+    from search.store import WindowIndex
+
+    engine = load_engine(default_model_dir)
+    m = engine.metadata
+    rng = np.random.default_rng(5)
+    t, (h, w) = m.num_frames, m.image_size
+    _, emb = engine.infer_windows(rng.integers(0, 256, size=(8, t, h, w, 3), dtype=np.uint8))
+    q = engine.encode_text([text])[0]
+    engine.close()
+    assert emb.shape[1] == q.shape[0] != 16  # the fixture's index holds 16-dim vectors
+
+    # an index of this model's own windows: an answer, the exact cosine ranking
+    own = [
+        window(f"w{i}", f"cam{i % 2}", i, i + 3.0, 1000.0 + i, m.name, m.version, e)
+        for i, e in enumerate(emb)
+    ]
+    WindowIndex(tmp_path / "own").upsert(own)
+    out = vbw(
+        "search", "--db", str(tmp_path / "own"), text, "--model", str(default_model_dir), "-k", "3", "--json"
+    )
+    assert out.returncode == 0, out.stderr
+    docs = json.loads(out.stdout)
+    want = sorted(own, key=lambda x: -float(x.vector @ q))[:3]
+    assert [d["window_id"] for d in docs] == [x.window_id for x in want]
+    assert docs[0]["score"] == pytest.approx(float(want[0].vector @ q), abs=1e-4)
+
+    # the fixture's index (16-dim vectors): a clear error naming both sizes, no answer
+    out = vbw("search", "--db", str(db), text, "--model", str(default_model_dir))
+    assert out.returncode != 0 and out.stdout == ""
+    assert f"query of dim {q.shape[0]}, index holds dim 16" in out.stderr, out.stderr
 
 
 def test_user_errors_are_clear(indexed, tmp_path):
