@@ -54,7 +54,7 @@ from worker.events import EventBatch, EventStage, resolve_rules
 from worker.frames import Frame, Window
 from worker.health import Health
 from worker.inference_stage import DropStreams, InferenceStage, StageOutput, StreamReset
-from worker.metrics import Metrics
+from worker.metrics import FRAME_DROP_REASONS, Metrics
 from worker.model_swap import ModelSwapError, SwapResult, model_fingerprint, return_freed_memory
 from worker.runtime import Runtime, StartupError
 from worker.sinks.base import Sink
@@ -496,8 +496,7 @@ class Pipeline:
             n_in = int(value("vbw_frames_received_total", label) or 0)
             dropped = int(
                 sum(
-                    value("vbw_frames_dropped_total", {**label, "reason": r}) or 0
-                    for r in ("overload", "late", "out_of_order", "bad_image", "engine_error", "shutdown")
+                    value("vbw_frames_dropped_total", {**label, "reason": r}) or 0 for r in FRAME_DROP_REASONS
                 )
             )
             meters = entry.rates.setdefault(sid, (RateMeter(entry.started), RateMeter(entry.started)))
