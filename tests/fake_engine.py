@@ -6,6 +6,9 @@ fails on demand: `fail_frames` / `fail_windows` are how many of the next calls r
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import ClassVar
+
 import numpy as np
 
 from engines.base import Engine, EngineInfo, window_predecessors
@@ -76,3 +79,21 @@ class FakeEngine(Engine):
             self.fail_windows -= 1
             raise RuntimeError("windows boom")
         self.window_batches.append((path, n))
+
+
+class TextFakeEngine(FakeEngine):
+    """FakeEngine with a text side (2-d, like its embedding): a sentence's vector is fixed by its
+    first word."""
+
+    VECTORS: ClassVar[dict[str, tuple[float, float]]] = {
+        "east": (1.0, 0.0),
+        "north": (0.0, 1.0),
+        "west": (-1.0, 0.0),
+    }
+
+    @property
+    def has_text(self) -> bool:
+        return True
+
+    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
+        return np.array([self.VECTORS[t.split()[0]] for t in texts], np.float32)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pytest
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, TextFakeEngine
 
 from engines import load_engine
 from engines.base import TextUnavailable
@@ -17,23 +15,6 @@ from worker.frames import Frame
 from worker.inference_stage import InferenceStage
 from worker.metrics import Metrics
 from worker.prompt_labels import PromptLabels
-
-
-class TextFakeEngine(FakeEngine):
-    """FakeEngine whose embedding is 2-d; sentences map to fixed unit vectors by their first word."""
-
-    VECTORS: ClassVar[dict[str, tuple[float, float]]] = {
-        "east": (1.0, 0.0),
-        "north": (0.0, 1.0),
-        "west": (-1.0, 0.0),
-    }
-
-    @property
-    def has_text(self) -> bool:
-        return True
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([self.VECTORS[t.split()[0]] for t in texts], np.float32)
 
 
 def test_scores_are_a_softmax_of_cosine_over_temperature() -> None:

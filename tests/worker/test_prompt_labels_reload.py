@@ -6,11 +6,10 @@ the segmenter ends a stream's open segments (break) at its first window under ot
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
 
 import numpy as np
 import pytest
-from fake_engine import FakeEngine
+from fake_engine import FakeEngine, TextFakeEngine
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,23 +27,6 @@ WALL = 1_700_000_000.0
 T, STRIDE = 4, 2
 OLD = {"east": "east wind", "north": "north wind"}
 NEW = {"westward": "west wind", "up": "north wind", "east": "east wind"}
-
-
-class TextFakeEngine(FakeEngine):
-    """FakeEngine with a text side: a sentence's vector is fixed by its first word."""
-
-    VECTORS: ClassVar[dict[str, tuple[float, float]]] = {
-        "east": (1.0, 0.0),
-        "north": (0.0, 1.0),
-        "west": (-1.0, 0.0),
-    }
-
-    @property
-    def has_text(self) -> bool:
-        return True
-
-    def encode_text(self, texts: Sequence[str]) -> np.ndarray:
-        return np.array([self.VECTORS[t.split()[0]] for t in texts], np.float32)
 
 
 class Clock:
