@@ -34,7 +34,8 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, workers: Any
                     f"worker exited {w.proc.returncode} waiting for {what}:\n{w.stderr()[-3000:]}"
                 )
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout * PATIENCE:.0f}s waiting for {what}")
+            tails = "".join(f"\n--- worker stderr (tail):\n{w.stderr()[-4000:]}" for w in workers)
+            raise AssertionError(f"timed out after {timeout * PATIENCE:.0f}s waiting for {what}{tails}")
         time.sleep(0.05)
 
 
