@@ -17,7 +17,9 @@ so `poll()` keeps the group membership alive.
   them); new ones start from the group's committed offset. A stream is up from its first frame
   on a partition we own.
 - Offsets going backwards (`OffsetRegression`: the broker lost its log) reset the partition: its
-  streams' windows are closed without a partial window, the book starts over.
+  streams' windows are closed without a partial window, the book starts over. A topic whose id
+  changed (recreated, or a broker back with empty storage) is reset the same way at once and read
+  from the start: its new offsets could otherwise look like a continuation of the old ones.
 - Shutdown: stop reading, keep the group alive and take feedback until the pipeline has
   flushed its sinks (`ctx.drained()`), then commit synchronously and leave the group.
 """
@@ -115,6 +117,7 @@ class KafkaFrameSource(Source):
         self._dlq_done: deque[tuple[TP, int, str | None]] = deque()
         self._last_commit = 0.0
         self._paused = False
+        self._topic_ids: dict[str, Any] = {}  # topic -> its id (uuid) when last seen
         self.bad_log = RateLimitedLog(log)
         # counters, for tests and the log line at exit
         self.frames = 0
@@ -346,6 +349,7 @@ class KafkaFrameSource(Source):
         """
         consumer = self._consumer
         assigned = consumer.assignment()
+        self._check_topic_ids(ctx, assigned)
         for topic, partition in self.state.partitions():
             tp = TopicPartition(topic, partition)
             hw = consumer.highwater(tp) if tp in assigned else None
@@ -359,6 +363,36 @@ class KafkaFrameSource(Source):
                     self.id, topic, partition, hw, pos,
                 )  # fmt: skip
                 consumer.seek_to_beginning(tp)
+
+    def _check_topic_ids(self, ctx: SourceContext, assigned: set[TopicPartition]) -> None:
+        """A topic whose id changed was deleted and created again (or the broker came back empty):
+        its new log shares nothing with the old one but offset numbers. Our position can then be
+        a valid offset of the new log (the producers wrote as much again before we fetched), so
+        neither the high watermark nor going back would show it: reset its partitions now and
+        read the new logs from the start, before an old position is committed into them."""
+        # kafka-python keeps topic ids (KIP-516) in its cluster metadata and offers no public
+        # accessor on the consumer; without one (an older client) this check is skipped.
+        cluster = getattr(getattr(self._consumer, "_client", None), "cluster", None)
+        topic_id = getattr(cluster, "topic_id", None)
+        if topic_id is None:
+            return
+        for topic in self.cfg.topics:
+            now = topic_id(topic)
+            if now is None:
+                continue
+            before = self._topic_ids.get(topic)
+            self._topic_ids[topic] = now
+            if before is None or before == now:
+                continue
+            for tp in sorted((tp for tp in assigned if tp.topic == topic), key=lambda tp: tp.partition):
+                log.warning(
+                    "kafka source %s: topic %s was recreated (id %s -> %s); %s[%d] is a new log: "
+                    "closing its streams' windows and reading it from the start",
+                    self.id, topic, before, now, topic, tp.partition,
+                )  # fmt: skip
+                for s in self.state.reset_partition((topic, tp.partition), 0):
+                    ctx.stream_reset(s, "offset_reset", emit_partial=False)
+                self._consumer.seek_to_beginning(tp)
 
     # -- rebalance --------------------------------------------------------------------------
     def _assign(self, assigned: set[TP]) -> None:
