@@ -8,10 +8,12 @@ frozen (so the classifier keeps exactly its scores and calibration):
 2. windows: captioned generated windows (build_engine.captions; the held-out (motion, shape,
    colour) combinations never drawn), or the user's captioned clips; their frozen transformer
    states and visual words are computed once and cached;
-3. joint training of the text encoder and the window's AlignHead:
+3. joint training of the text encoder, the frame encoder's look branch (colour, shape, size:
+   what the frozen motion features do not keep) and the window's AlignHead:
    - contrastive video-text alignment: InfoNCE, both directions, between the window embedding
-     and its caption's embedding. Windows that show the same thing (same motion, or `none`;
-     same captions for a user's clips) are positives of each other, not negatives;
+     and its caption's embedding. Every window that shows what a caption says is a positive of
+     it, not a negative: "something moves left" fits every window moving left, "a red key moves
+     left" only those with a red key (captions.fits); a user's clips: equal captions;
    - VideoBERT's joint objective: masked text tokens and masked visual words predicted by one
      transformer over `[CLS] caption [SEP] visual words` (videobert.text_model.JointEncoder);
 4. calibration: the temperature of prompt scores (softmax over cosine similarities to the
@@ -56,12 +58,15 @@ class TextTrainConfig:
     max_len: int = 24
     threads: int = 2
     data: str | None = None  # a user's captioned clips (captions.jsonl) instead of generated
+    look_dim: int = 32  # width of the look branch (0: none, the align head reads motion states only)
+    look_frames: int = 4  # frames per window the look is averaged over in training (every T/n-th)
 
 
 @dataclass
 class Cached:
     states: torch.Tensor  # [N, T+1, d] frozen window transformer states
     words: torch.Tensor  # [N, T] visual-word ids
+    frames: torch.Tensor  # [N, F, H, W, 3] uint8, every T/F-th frame: the look branch's input
     keys: list[str]  # what a window shows; equal keys are positives
     attrs: list[captions.Attributes] | None  # generated windows: their attributes
     sentences: list[list[str]] | None  # user windows: their captions
@@ -79,45 +84,69 @@ def encode_windows(model: VideoBERT, x: np.ndarray) -> tuple[torch.Tensor, torch
     return model.window_encoder.encode(feats), model.window_encoder.quantize(feats)
 
 
-def generated_windows(model: VideoBERT, n: int, seed: tuple[int, ...], batch: int = 64) -> Cached:
+def look_frames(x: np.ndarray, n: int) -> torch.Tensor:
+    """Every T/n-th frame of uint8 windows [B, T, H, W, 3]: what training averages the look over
+    (the graphs average every frame's; the object looks the same across a window)."""
+    step = max(1, x.shape[1] // max(1, n))
+    return torch.from_numpy(np.ascontiguousarray(x[:, ::step][:, :n]))
+
+
+def window_look(model: VideoBERT, frames: torch.Tensor) -> torch.Tensor | None:
+    """The mean look [B, A] of windows' frames [B, F, H, W, 3] (None without a look branch)."""
+    enc = model.frame_encoder
+    if enc.look is None:
+        return None
+    b, f = frames.shape[:2]
+    look = enc.look(enc.normalise(frames.reshape(b * f, *frames.shape[2:])))
+    return look.view(b, f, -1).mean(dim=1)
+
+
+def generated_windows(
+    model: VideoBERT, n: int, seed: tuple[int, ...], n_look: int = 4, batch: int = 64
+) -> Cached:
     gen = captions.CaptionedClips(seed=seed, num_frames=model.cfg.num_frames, image_size=model.cfg.image_size)
-    states, words, attrs = [], [], []
+    states, words, frames, attrs = [], [], [], []
     for i in range(max(1, n // batch)):
         x, a = gen.batch(i, batch)
         s, w = encode_windows(model, x)
         states.append(s)
         words.append(w)
+        frames.append(look_frames(x, n_look))
         attrs += a
-    return Cached(torch.cat(states), torch.cat(words), [_key(a) for a in attrs], attrs, None)
+    return Cached(
+        torch.cat(states), torch.cat(words), torch.cat(frames), [_key(a) for a in attrs], attrs, None
+    )
 
 
-def user_windows(model: VideoBERT, root: str, log: Callable[[str], None]) -> Cached:
+def user_windows(model: VideoBERT, root: str, log: Callable[[str], None], n_look: int = 4) -> Cached:
     from build_engine.text_data import load_captioned_windows
 
     cw = load_captioned_windows(root, model.cfg.num_frames, model.cfg.image_size)
     for err in cw.errors:
         log(f"text data: skipped {err}")
-    states, words = [], []
+    states, words, frames = [], [], []
     for i in range(0, len(cw.frames), 64):
         s, w = encode_windows(model, cw.frames[i : i + 64])
         states.append(s)
         words.append(w)
+        frames.append(look_frames(cw.frames[i : i + 64], n_look))
     keys = [" | ".join(sorted(s)) for s in cw.sentences]
     log(f"text data: {root}: {len(keys)} captioned windows, {len(set(keys))} distinct captions")
-    return Cached(torch.cat(states), torch.cat(words), keys, None, cw.sentences)
+    return Cached(torch.cat(states), torch.cat(words), torch.cat(frames), keys, None, cw.sentences)
 
 
-def with_text(model: VideoBERT, text_cfg: TextConfig) -> VideoBERT:
-    """A copy of a (vision) model with a fresh text side; the vision weights are kept as they are."""
-    vision = {
-        k: v
-        for k, v in model.state_dict().items()
-        if not k.startswith(("text_encoder.", "window_encoder.head_align."))
-    }
-    cfg = VideoBertConfig.from_dict({**model.cfg.to_dict(), "text": text_cfg.to_dict()})
+TEXT_SIDE = ("text_encoder.", "window_encoder.head_align.", "frame_encoder.look.")
+
+
+def with_text(model: VideoBERT, text_cfg: TextConfig, look_dim: int | None = None) -> VideoBERT:
+    """A copy of a (vision) model with a fresh text side (text encoder, align head and, with
+    `look_dim` > 0, the frame encoder's look branch); the vision weights are kept as they are."""
+    vision = {k: v for k, v in model.state_dict().items() if not k.startswith(TEXT_SIDE)}
+    look = model.cfg.look_dim if look_dim is None else look_dim
+    cfg = VideoBertConfig.from_dict({**model.cfg.to_dict(), "text": text_cfg.to_dict(), "look_dim": look})
     out = VideoBERT(cfg)
     missing, unexpected = out.load_state_dict(vision, strict=False)
-    if unexpected or any(not k.startswith(("text_encoder.", "window_encoder.head_align.")) for k in missing):
+    if unexpected or any(not k.startswith(TEXT_SIDE) for k in missing):
         raise ValueError(f"vision weights do not fit: missing={missing} unexpected={unexpected}")
     return out
 
@@ -175,7 +204,7 @@ def fit_prompt_temperature(
     """(temperature, top-1) of prompt scores softmax(cos / T) on held-out windows."""
     model.eval()
     prompts = model.encode_text(tokenize(prompt_labels_of(labels)))
-    win = model.window_encoder.head_align(cached.states)
+    win = model.window_encoder.head_align(cached.states, window_look(model, cached.frames))
     sims = (win @ prompts.t()).double().numpy()
     y = np.array([labels.index(k) for k in cached.keys])
     t = calibration.fit_temperature(sims, y, lo=1e-3, hi=1.0)
@@ -218,14 +247,9 @@ def train_text(
     raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     vision_cfg = VideoBertConfig.from_dict(raw["config"])
     vision_cfg.text = None
+    vision_cfg.look_dim = 0  # the look branch is the text side's; trained afresh here
     base = VideoBERT(vision_cfg)
-    base.load_state_dict(
-        {
-            k: v
-            for k, v in raw["state_dict"].items()
-            if not k.startswith(("text_encoder.", "window_encoder.head_align."))
-        }
-    )
+    base.load_state_dict({k: v for k, v in raw["state_dict"].items() if not k.startswith(TEXT_SIDE)})
     base.eval()
     vision_path = out / "vision.pt"
     if Path(checkpoint).resolve() != vision_path.resolve():
@@ -235,10 +259,10 @@ def train_text(
 
     t0 = time.time()
     if cfg.data:
-        cached = user_windows(base, cfg.data, log)
+        cached = user_windows(base, cfg.data, log, cfg.look_frames)
         extra_text = [s for ss in (cached.sentences or []) for s in ss]
     else:
-        cached = generated_windows(base, cfg.windows, (TEXT_STREAM, cfg.seed, 0))
+        cached = generated_windows(base, cfg.windows, (TEXT_STREAM, cfg.seed, 0), cfg.look_frames)
         extra_text = []
     log(f"text: {len(cached.keys)} windows rendered and encoded (frozen vision) in {time.time() - t0:.1f}s")
     tok_json = train_tokenizer([*captions.corpus(seed=cfg.seed), *extra_text], cfg.max_len)
@@ -247,10 +271,12 @@ def train_text(
         vocab_size=tokenize.tok.get_vocab_size(), max_len=cfg.max_len, embed_dim=vision_cfg.embed_dim
     )
     torch.manual_seed(cfg.seed)
-    model = with_text(base, text_cfg)
+    model = with_text(base, text_cfg, cfg.look_dim)
     model.requires_grad_(False)
     model.eval()
     trainable = [model.text_encoder, model.window_encoder.head_align]
+    if model.frame_encoder.look is not None:
+        trainable.append(model.frame_encoder.look)
     joint = JointEncoder(model.text_encoder, vision_cfg.codebook_size, vision_cfg.num_frames)
     params = [p for m in trainable for p in m.parameters()] + [
         p for n, p in joint.named_parameters() if not n.startswith("text_emb.")
@@ -261,7 +287,8 @@ def train_text(
     log(
         f"text: tokenizer {text_cfg.vocab_size} words; text encoder "
         f"{sum(p.numel() for p in model.text_encoder.parameters()):,} + align head "
-        f"{sum(p.numel() for p in model.window_encoder.head_align.parameters()):,} parameters "
+        f"{sum(p.numel() for p in model.window_encoder.head_align.parameters()):,} + look branch "
+        f"{sum(p.numel() for p in trainable[2].parameters()) if len(trainable) > 2 else 0:,} parameters "
         f"(joint encoder {sum(p.numel() for n, p in joint.named_parameters() if not n.startswith('text_emb.')):,}, training only)"
     )
     for m in (*trainable, joint):
@@ -275,17 +302,20 @@ def train_text(
         g = torch.Generator().manual_seed(int(rng.integers(2**62)))
         idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
         if cached.attrs is not None:
-            sentences = [captions.caption(cached.attrs[i], rng) for i in idx]
+            said = [captions.caption_facts(cached.attrs[i], rng) for i in idx]
+            sentences = [sentence for sentence, _ in said]
+            # window i is a positive of caption j when it shows all that caption j says
+            pos = torch.tensor([[captions.fits(cached.attrs[i], f) for _, f in said] for i in idx])
         else:
             sentences = [str(rng.choice(cached.sentences[i])) for i in idx]  # type: ignore[index]
+            pos = torch.from_numpy(keys[idx][:, None] == keys[idx][None, :])
         ids = tokenize(sentences)
         states, words = cached.states[idx], cached.words[idx]
         lr = cfg.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * step / cfg.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
         txt = model.text_encoder(ids)
-        win = model.window_encoder.head_align(states)
-        pos = torch.from_numpy(keys[idx][:, None] == keys[idx][None, :])
+        win = model.window_encoder.head_align(states, window_look(model, cached.frames[idx]))
         scale = model.text_encoder.logit_scale.clamp(max=np.log(100.0)).exp()
         nce = info_nce(win, txt, pos, scale)
         m_ids, t_tgt, m_words, w_tgt = mask_tokens(ids, words, cfg, joint.mask_word, g)
@@ -319,7 +349,7 @@ def train_text(
     }
     labels = list(vision_cfg.labels)
     if not cfg.data and all(k in labels for k in cached.keys):
-        held = generated_windows(base, cfg.calib_windows, (TEXT_STREAM, cfg.seed, 2))
+        held = generated_windows(base, cfg.calib_windows, (TEXT_STREAM, cfg.seed, 2), cfg.look_frames)
         temp, top1 = fit_prompt_temperature(model, tokenize, held, labels)
         text_cfg.prompt_temperature = temp
         info["prompt_calibration"] = {

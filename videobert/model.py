@@ -1,6 +1,6 @@
 """VideoBERT, small. One readable file, in the manner of nanoGPT's model.py.
 
-    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]
+    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]  (+ look [A], text side)
     (f_t, f_t-1) --motion step--> token v_t [d]                 (per frame, cached)
     [CLS] v1 .. vT --WindowEncoder (bidirectional transformer)--> CLS --> label scores
                                                                       --> L2-normalised embedding
@@ -65,6 +65,25 @@ class VideoBertConfig:
     # With it, the window embedding is the text-aligned one (AlignHead) and the model has a
     # text encoder: captions and windows compare by cosine.
     text: dict | None = None
+    # The window's look (object colour, shape, size, background) for the text side: a small
+    # convolution over the frame's pixels beside the frozen motion features, mean-pooled over the
+    # window. The motion features keep only what the motion labels need (a linear probe of
+    # 0.2.1's features read colour and shape below the majority rate), so captions naming a red
+    # key matched any window with the right motion. 0 = none (vision-only and 0.3.0 models).
+    # The frame encoder's output and the per-frame token then carry the look at their end:
+    # [D motion features | A look] and [d token | A look]; the transformer reads the token part.
+    look_dim: int = 0
+    look_channels: tuple[int, ...] = (16, 32, 48)
+
+    @property
+    def frame_dim(self) -> int:
+        """Width of the frame encoder's output: the motion features and the look."""
+        return self.feature_dim + self.look_dim
+
+    @property
+    def token_width(self) -> int:
+        """Width of the motion_encoder's per-frame token: the transformer's token and the look."""
+        return self.d_model + self.look_dim
 
     @property
     def num_labels(self) -> int:
@@ -90,7 +109,7 @@ class VideoBertConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VideoBertConfig:
         d = dict(d)
-        for k in ("cnn_channels", "mean", "std"):
+        for k in ("cnn_channels", "look_channels", "mean", "std"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -119,11 +138,40 @@ class FrameEncoder(nn.Module):
         self.convs = nn.Sequential(*blocks)
         self.proj = nn.Conv2d(c_in, cfg.map_channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(cfg.map_channels)  # folds into the conv at export
+        self.look = LookEncoder(cfg) if cfg.look_dim else None
+
+    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 [N, H, W, 3] -> float [N, 3, H, W], normalised."""
+        return (frames.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).float()
-        x = (x - self.mean) / self.std
-        return self.norm(self.proj(self.convs(x))).flatten(1)
+        x = self.normalise(frames)
+        features = self.norm(self.proj(self.convs(x))).flatten(1)
+        if self.look is None:
+            return features
+        return torch.cat([features, self.look(x)], dim=1)
+
+
+class LookEncoder(nn.Module):
+    """Normalised frame [N, 3, H, W] -> its look [N, A]: what the object and the scene look like.
+
+    Mean pooling says what the picture is mostly (the background); max pooling finds a small
+    object's colour and outline wherever it is.
+    """
+
+    def __init__(self, cfg: VideoBertConfig):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for c_out in cfg.look_channels:
+            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
+            c_in = c_out
+        self.convs = nn.Sequential(*layers)
+        self.out = nn.Linear(2 * c_in, cfg.look_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.convs(x)
+        return self.out(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
 
 
 class WrapConv(nn.Module):
@@ -263,13 +311,14 @@ class WindowEncoder(nn.Module):
         self.head_embed = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.head_mlm = nn.Linear(cfg.d_model, cfg.codebook_size)
         if cfg.text is not None:
-            self.head_align = AlignHead(cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim)
+            self.head_align = AlignHead(cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim, cfg.look_dim)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.mask_emb, std=0.02)
 
     def quantize(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest visual word per frame: [..., D] -> int64 [...]."""
+        features = features[..., : self.cfg.feature_dim]  # the look is not part of a visual word
         cb = self.codebook
         d2 = (features * features).sum(-1, keepdim=True) - 2 * features @ cb.t() + (cb * cb).sum(-1)
         return d2.argmin(-1)
@@ -278,19 +327,29 @@ class WindowEncoder(nn.Module):
         """A frame's token [N, d] from its features [N, D] and its window predecessor's [N, D]
         (the frame itself for a window's first frame). The motion_encoder graph."""
         if self.cfg.input_mode == "tokens":
-            return self.token_emb(self.quantize(features))
-        return self.motion.step(features, prev)
+            token = self.token_emb(self.quantize(features))
+        else:
+            d = self.cfg.feature_dim
+            token = self.motion.step(features[:, :d], prev[:, :d])
+        if not self.cfg.look_dim:
+            return token
+        return torch.cat([token, features[:, self.cfg.feature_dim :]], dim=1)  # the look rides along
 
     def embed(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens [B, T, d] of whole windows of features [B, T, D]."""
+        """Tokens [B, T, d (+ A)] of whole windows of features [B, T, D (+ A)]."""
+        look = features[..., self.cfg.feature_dim :]
         if self.cfg.input_mode == "tokens":
-            return self.token_emb(self.quantize(features))
-        if mask is not None:
-            features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
-        return self.motion(features)
+            tokens = self.token_emb(self.quantize(features))
+        else:
+            features = features[..., : self.cfg.feature_dim]
+            if mask is not None:
+                features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
+            tokens = self.motion(features)
+        return torch.cat([tokens, look], dim=-1) if self.cfg.look_dim else tokens
 
     def encode_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Transformer states [B, T+1, d] from tokens [B, T, d]; `mask` [B, T] bool hides frames."""
+        """Transformer states [B, T+1, d] from tokens [B, T, d (+ A)]; `mask` [B, T] bool hides frames."""
+        x = x[..., : self.cfg.d_model]
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
@@ -303,16 +362,23 @@ class WindowEncoder(nn.Module):
         """Transformer states [B, T+1, d]; `mask` [B, T] bool hides frames for MLM."""
         return self.encode_tokens(self.embed(features, mask), mask)
 
-    def heads(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label logits [B, C], embedding [B, E] L2-normalised) from the states.
+    def heads(
+        self, states: torch.Tensor, look: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits [B, C], embedding [B, E] L2-normalised) from the states (and the
+        window's mean look [B, A] when the model has one).
 
         The embedding is the text-aligned one when the model has a text side (what the worker
         publishes and `vbw search` compares with `encode_text`), else the label-contrastive one.
         """
         cls = states[:, 0]
         if self.cfg.text is not None:
-            return self.head_labels(cls), self.head_align(states)
+            return self.head_labels(cls), self.head_align(states, look)
         return self.head_labels(cls), self.label_embedding(states)
+
+    def window_look(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """The window's look [B, A]: the mean of its frames' (None without a look branch)."""
+        return tokens[..., self.cfg.d_model :].mean(dim=1) if self.cfg.look_dim else None
 
     def label_embedding(self, states: torch.Tensor) -> torch.Tensor:
         """The supervised-contrastive embedding of the CLS state (vision training's)."""
@@ -321,7 +387,7 @@ class WindowEncoder(nn.Module):
 
     def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [B, T, d] -> (calibrated scores [B, C], embedding [B, E]): the window_encoder graph."""
-        logits, embedding = self.heads(self.encode_tokens(tokens))
+        logits, embedding = self.heads(self.encode_tokens(tokens), self.window_look(tokens))
         if self.cfg.score_temperature != 1.0:
             logits = logits / self.cfg.score_temperature
         scores = torch.sigmoid(logits) if self.cfg.multi_label else F.softmax(logits, dim=-1)
