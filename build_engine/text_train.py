@@ -58,8 +58,13 @@ class TextTrainConfig:
     max_len: int = 24
     threads: int = 2
     data: str | None = None  # a user's captioned clips (captions.jsonl) instead of generated
-    look_dim: int = 32  # width of the look branch (0: none, the align head reads motion states only)
+    look_dim: int = 16  # channels of the look map (0: none, the align head reads motion states only)
     look_frames: int = 4  # frames per window the look is averaged over in training (every T/n-th)
+    # Weight of the look's attribute heads (training only): cross-entropy of the clip's colour,
+    # shape, size, background and stripes read linearly off the window's look. InfoNCE alone
+    # gives the look a weak signal (a caption rarely has more than one fitting window in a
+    # batch); generated clips know their attributes, so say them.
+    look_attr_weight: float = 1.0
 
 
 @dataclass
@@ -67,6 +72,8 @@ class Cached:
     states: torch.Tensor  # [N, T+1, d] frozen window transformer states
     words: torch.Tensor  # [N, T] visual-word ids
     frames: torch.Tensor  # [N, F, H, W, 3] uint8, every T/F-th frame: the look branch's input
+    motion: torch.Tensor  # [N, F, D] frozen motion features of those frames
+    motion_prev: torch.Tensor  # [N, F, D] and of the frame before each
     keys: list[str]  # what a window shows; equal keys are positives
     attrs: list[captions.Attributes] | None  # generated windows: their attributes
     sentences: list[list[str]] | None  # user windows: their captions
@@ -77,44 +84,105 @@ def _key(a: captions.Attributes) -> str:
     return a.motion
 
 
+@dataclass
+class Encoded:
+    states: torch.Tensor  # [B, T+1, d]
+    words: torch.Tensor  # [B, T]
+    frames: torch.Tensor  # [B, F, H, W, 3]
+    motion: torch.Tensor  # [B, F, D]
+    motion_prev: torch.Tensor  # [B, F, D]
+
+
+def look_indices(t: int, n: int) -> list[int]:
+    """The F frames of a T-frame window that training averages the look over: the last of each
+    of F equal parts (each has a predecessor, whose change says what moves). The graphs average
+    every frame's; the object looks much the same across a window."""
+    step = max(1, t // max(1, n))
+    return [i for i in range(step - 1, t, step)][:n] or [t - 1]
+
+
 @torch.no_grad()
-def encode_windows(model: VideoBERT, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen (states [B, T+1, d], visual words [B, T]) of uint8 windows."""
+def encode_windows(model: VideoBERT, x: np.ndarray, n_look: int = 4) -> Encoded:
+    """Frozen states, visual words and the look's inputs of uint8 windows [B, T, H, W, 3]."""
     feats = model.encode_frames(torch.from_numpy(x))
-    return model.window_encoder.encode(feats), model.window_encoder.quantize(feats)
+    idx = look_indices(x.shape[1], n_look)
+    prev = [max(0, i - 1) for i in idx]
+    return Encoded(
+        model.window_encoder.encode(feats),
+        model.window_encoder.quantize(feats),
+        torch.from_numpy(np.ascontiguousarray(x[:, idx])),
+        feats[:, idx].clone(),
+        feats[:, prev].clone(),
+    )
 
 
-def look_frames(x: np.ndarray, n: int) -> torch.Tensor:
-    """Every T/n-th frame of uint8 windows [B, T, H, W, 3]: what training averages the look over
-    (the graphs average every frame's; the object looks the same across a window)."""
-    step = max(1, x.shape[1] // max(1, n))
-    return torch.from_numpy(np.ascontiguousarray(x[:, ::step][:, :n]))
+def window_look(
+    model: VideoBERT, frames: torch.Tensor, motion: torch.Tensor, prev: torch.Tensor
+) -> torch.Tensor | None:
+    """The mean look [B, 2A] of windows' sampled frames [B, F, H, W, 3], as the graphs compute it
+    per frame (videobert.model.look_token) from the frozen motion features of each frame and its
+    predecessor [B, F, D]. None without a look branch."""
+    from videobert.model import look_token
 
-
-def window_look(model: VideoBERT, frames: torch.Tensor) -> torch.Tensor | None:
-    """The mean look [B, A] of windows' frames [B, F, H, W, 3] (None without a look branch)."""
     enc = model.frame_encoder
     if enc.look is None:
         return None
     b, f = frames.shape[:2]
-    look = enc.look(enc.normalise(frames.reshape(b * f, *frames.shape[2:])))
-    return look.view(b, f, -1).mean(dim=1)
+    look_map = enc.look(enc.normalise(frames.reshape(b * f, *frames.shape[2:])))
+    feats = torch.cat([motion.reshape(b * f, -1), look_map], dim=1)
+    before = torch.cat([prev.reshape(b * f, -1), torch.zeros_like(look_map)], dim=1)
+    return look_token(feats, before, model.cfg).view(b, f, -1).mean(dim=1)
+
+
+# The attributes the look's training heads read, with their values ("" = medium size, no stripes).
+LOOK_ATTRS: dict[str, tuple[object, ...]] = {
+    "colour": captions.COLOURS,
+    "shape": tuple(captions.SHAPE_WORDS),
+    "size": ("small", "", "large"),
+    "background": tuple(captions.BACKGROUND_WORDS),
+    "striped": (False, True),
+}
+
+
+class LookProbe(torch.nn.Module):
+    """Training only: one linear head per attribute over the window's look."""
+
+    def __init__(self, look_dim: int):
+        super().__init__()
+        self.heads = torch.nn.ModuleDict(
+            {k: torch.nn.Linear(look_dim, len(v)) for k, v in LOOK_ATTRS.items()}
+        )
+
+    def loss(self, look: torch.Tensor, attrs: list[captions.Attributes]) -> torch.Tensor:
+        moving = [i for i, a in enumerate(attrs) if a.motion != "none"]  # `none` clips have no object
+        if not moving:
+            return look.sum() * 0
+        x = look[moving]
+        total = look.new_zeros(())
+        for k, values in LOOK_ATTRS.items():
+            y = torch.tensor([values.index(getattr(attrs[i], k)) for i in moving])
+            total = total + F.cross_entropy(self.heads[k](x), y)
+        return total / len(LOOK_ATTRS)
 
 
 def generated_windows(
     model: VideoBERT, n: int, seed: tuple[int, ...], n_look: int = 4, batch: int = 64
 ) -> Cached:
     gen = captions.CaptionedClips(seed=seed, num_frames=model.cfg.num_frames, image_size=model.cfg.image_size)
-    states, words, frames, attrs = [], [], [], []
+    parts, attrs = [], []
     for i in range(max(1, n // batch)):
         x, a = gen.batch(i, batch)
-        s, w = encode_windows(model, x)
-        states.append(s)
-        words.append(w)
-        frames.append(look_frames(x, n_look))
+        parts.append(encode_windows(model, x, n_look))
         attrs += a
+    return _cached(parts, [_key(a) for a in attrs], attrs, None)
+
+
+def _cached(parts: list[Encoded], keys: list[str], attrs, sentences) -> Cached:
+    def cat(name: str) -> torch.Tensor:
+        return torch.cat([getattr(p, name) for p in parts])
+
     return Cached(
-        torch.cat(states), torch.cat(words), torch.cat(frames), [_key(a) for a in attrs], attrs, None
+        cat("states"), cat("words"), cat("frames"), cat("motion"), cat("motion_prev"), keys, attrs, sentences
     )
 
 
@@ -124,15 +192,10 @@ def user_windows(model: VideoBERT, root: str, log: Callable[[str], None], n_look
     cw = load_captioned_windows(root, model.cfg.num_frames, model.cfg.image_size)
     for err in cw.errors:
         log(f"text data: skipped {err}")
-    states, words, frames = [], [], []
-    for i in range(0, len(cw.frames), 64):
-        s, w = encode_windows(model, cw.frames[i : i + 64])
-        states.append(s)
-        words.append(w)
-        frames.append(look_frames(cw.frames[i : i + 64], n_look))
+    parts = [encode_windows(model, cw.frames[i : i + 64], n_look) for i in range(0, len(cw.frames), 64)]
     keys = [" | ".join(sorted(s)) for s in cw.sentences]
     log(f"text data: {root}: {len(keys)} captioned windows, {len(set(keys))} distinct captions")
-    return Cached(torch.cat(states), torch.cat(words), torch.cat(frames), keys, None, cw.sentences)
+    return _cached(parts, keys, None, cw.sentences)
 
 
 TEXT_SIDE = ("text_encoder.", "window_encoder.head_align.", "frame_encoder.look.")
@@ -204,7 +267,9 @@ def fit_prompt_temperature(
     """(temperature, top-1) of prompt scores softmax(cos / T) on held-out windows."""
     model.eval()
     prompts = model.encode_text(tokenize(prompt_labels_of(labels)))
-    win = model.window_encoder.head_align(cached.states, window_look(model, cached.frames))
+    win = model.window_encoder.head_align(
+        cached.states, window_look(model, cached.frames, cached.motion, cached.motion_prev)
+    )
     sims = (win @ prompts.t()).double().numpy()
     y = np.array([labels.index(k) for k in cached.keys])
     t = calibration.fit_temperature(sims, y, lo=1e-3, hi=1.0)
@@ -291,6 +356,11 @@ def train_text(
         f"{sum(p.numel() for p in trainable[2].parameters()) if len(trainable) > 2 else 0:,} parameters "
         f"(joint encoder {sum(p.numel() for n, p in joint.named_parameters() if not n.startswith('text_emb.')):,}, training only)"
     )
+    probe = None
+    if model.frame_encoder.look is not None and cached.attrs is not None and cfg.look_attr_weight > 0:
+        probe = LookProbe(2 * model.cfg.look_dim)
+        params += list(probe.parameters())
+        opt.add_param_group({"params": list(probe.parameters())})
     for m in (*trainable, joint):
         m.train()
     n = len(cached.keys)
@@ -315,21 +385,28 @@ def train_text(
         for group in opt.param_groups:
             group["lr"] = lr
         txt = model.text_encoder(ids)
-        win = model.window_encoder.head_align(states, window_look(model, cached.frames[idx]))
+        look = window_look(model, cached.frames[idx], cached.motion[idx], cached.motion_prev[idx])
+        win = model.window_encoder.head_align(states, look)
         scale = model.text_encoder.logit_scale.clamp(max=np.log(100.0)).exp()
         nce = info_nce(win, txt, pos, scale)
         m_ids, t_tgt, m_words, w_tgt = mask_tokens(ids, words, cfg, joint.mask_word, g)
         t_logits, w_logits = joint(m_ids, m_words)
         mlm_t, mlm_w = masked_ce(t_logits, t_tgt), masked_ce(w_logits, w_tgt)
         loss = nce + cfg.joint_weight * (mlm_t + mlm_w)
+        attr_loss = torch.zeros(())
+        if probe is not None:
+            attr_loss = probe.loss(look, [cached.attrs[i] for i in idx])  # type: ignore[index]
+            loss = loss + cfg.look_attr_weight * attr_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        lv = (nce.item(), mlm_t.item(), mlm_w.item())
+        lv = (nce.item(), mlm_t.item(), mlm_w.item(), attr_loss.item())
         ema = lv if ema is None else tuple(0.95 * a + 0.05 * b for a, b in zip(ema, lv, strict=True))
         bar.update(1)
-        bar.set_postfix(nce=f"{ema[0]:.3f}", mlm_text=f"{ema[1]:.2f}", mlm_words=f"{ema[2]:.2f}")
+        bar.set_postfix(
+            nce=f"{ema[0]:.3f}", mlm_text=f"{ema[1]:.2f}", mlm_words=f"{ema[2]:.2f}", look=f"{ema[3]:.2f}"
+        )
     bar.close()
     model.eval()
 
@@ -340,6 +417,7 @@ def train_text(
             "info_nce": round(ema[0], 4),
             "mlm_text": round(ema[1], 4),
             "mlm_words": round(ema[2], 4),
+            "look_attributes": round(ema[3], 4),
         }
         if ema
         else {},

@@ -1,6 +1,6 @@
 """VideoBERT, small. One readable file, in the manner of nanoGPT's model.py.
 
-    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]  (+ look [A], text side)
+    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]  (+ look map [A, h, w])
     (f_t, f_t-1) --motion step--> token v_t [d]                 (per frame, cached)
     [CLS] v1 .. vT --WindowEncoder (bidirectional transformer)--> CLS --> label scores
                                                                       --> L2-normalised embedding
@@ -65,25 +65,35 @@ class VideoBertConfig:
     # With it, the window embedding is the text-aligned one (AlignHead) and the model has a
     # text encoder: captions and windows compare by cosine.
     text: dict | None = None
-    # The window's look (object colour, shape, size, background) for the text side: a small
-    # convolution over the frame's pixels beside the frozen motion features, mean-pooled over the
-    # window. The motion features keep only what the motion labels need (a linear probe of
-    # 0.2.1's features read colour and shape below the majority rate), so captions naming a red
-    # key matched any window with the right motion. 0 = none (vision-only and 0.3.0 models).
-    # The frame encoder's output and the per-frame token then carry the look at their end:
-    # [D motion features | A look] and [d token | A look]; the transformer reads the token part.
+    # The look (object colour, shape, size; the scene) for the text side: a small convolution
+    # over the frame's pixels to an A-channel map the size of the motion map. The motion
+    # features keep only what the motion labels need (a linear probe of 0.2.1's read colour and
+    # shape below the majority rate), so captions naming a red key matched any window with the
+    # right motion. A scene has still shapes beside the moving one, so the per-frame look is the
+    # map pooled where the motion features changed (the moving object) and pooled evenly (the
+    # scene). 0 = no look (vision-only and 0.3.0 models). The frame encoder's output and the
+    # per-frame token carry it at their end: [D | A*h*w] and [d | 2A]; the transformer reads d.
     look_dim: int = 0
-    look_channels: tuple[int, ...] = (16, 32, 48)
+    # One stride-2 block each, as many as cnn_channels; () = 16, 32, 48, 48...
+    look_channels: tuple[int, ...] = ()
+
+    @property
+    def look_blocks(self) -> tuple[int, ...]:
+        return self.look_channels or tuple(min(48, 16 << i) for i in range(len(self.cnn_channels)))
+
+    @property
+    def look_map_dim(self) -> int:
+        return self.look_dim * self.map_side * self.map_side
 
     @property
     def frame_dim(self) -> int:
-        """Width of the frame encoder's output: the motion features and the look."""
-        return self.feature_dim + self.look_dim
+        """Width of the frame encoder's output: the motion features and the look map."""
+        return self.feature_dim + self.look_map_dim
 
     @property
     def token_width(self) -> int:
         """Width of the motion_encoder's per-frame token: the transformer's token and the look."""
-        return self.d_model + self.look_dim
+        return self.d_model + 2 * self.look_dim
 
     @property
     def num_labels(self) -> int:
@@ -153,25 +163,42 @@ class FrameEncoder(nn.Module):
 
 
 class LookEncoder(nn.Module):
-    """Normalised frame [N, 3, H, W] -> its look [N, A]: what the object and the scene look like.
+    """Normalised frame [N, 3, H, W] -> its look map [N, A*h*w]: what is where, in colour.
 
-    Mean pooling says what the picture is mostly (the background); max pooling finds a small
-    object's colour and outline wherever it is.
+    Same grid as the motion map, so the motion step can pool it where things moved (`look_token`).
     """
 
     def __init__(self, cfg: VideoBertConfig):
         super().__init__()
+        if len(cfg.look_blocks) != len(cfg.cnn_channels):
+            raise ValueError(
+                f"look_channels {cfg.look_blocks} must have one block per cnn_channels block "
+                f"{cfg.cnn_channels}: the look map shares the motion map's {cfg.map_side}x{cfg.map_side} grid"
+            )
         layers: list[nn.Module] = []
         c_in = 3
-        for c_out in cfg.look_channels:
+        for c_out in cfg.look_blocks:
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
             c_in = c_out
+        layers += [nn.Conv2d(c_in, cfg.look_dim, 1)]
         self.convs = nn.Sequential(*layers)
-        self.out = nn.Linear(2 * c_in, cfg.look_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.convs(x)
-        return self.out(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1))
+        return self.convs(x).flatten(1)
+
+
+def look_token(features: torch.Tensor, prev: torch.Tensor, cfg: VideoBertConfig) -> torch.Tensor:
+    """A frame's look [N, 2A] from its features and its predecessor's [N, D + A*h*w]: the look map
+    pooled by where the motion map changed (what moves; evenly when nothing did, as at a
+    window's first frame) and pooled evenly (the scene)."""
+    n, c, a, side = features.shape[0], cfg.map_channels, cfg.look_dim, cfg.map_side
+    d = cfg.feature_dim
+    change = (features[:, :d] - prev[:, :d]).reshape(n, c, side * side)
+    energy = (change * change).sum(dim=1) + 1e-6  # [N, h*w]
+    weights = energy / energy.sum(dim=1, keepdim=True)
+    look = features[:, d:].reshape(n, a, side * side)
+    moving = (look * weights.unsqueeze(1)).sum(dim=2)
+    return torch.cat([moving, look.mean(dim=2)], dim=1)
 
 
 class WrapConv(nn.Module):
@@ -311,7 +338,9 @@ class WindowEncoder(nn.Module):
         self.head_embed = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.head_mlm = nn.Linear(cfg.d_model, cfg.codebook_size)
         if cfg.text is not None:
-            self.head_align = AlignHead(cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim, cfg.look_dim)
+            self.head_align = AlignHead(
+                cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim, 2 * cfg.look_dim
+            )
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.mask_emb, std=0.02)
@@ -333,11 +362,16 @@ class WindowEncoder(nn.Module):
             token = self.motion.step(features[:, :d], prev[:, :d])
         if not self.cfg.look_dim:
             return token
-        return torch.cat([token, features[:, self.cfg.feature_dim :]], dim=1)  # the look rides along
+        return torch.cat([token, look_token(features, prev, self.cfg)], dim=1)  # the look rides along
 
     def embed(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens [B, T, d (+ A)] of whole windows of features [B, T, D (+ A)]."""
-        look = features[..., self.cfg.feature_dim :]
+        """Tokens [B, T, d (+ 2A)] of whole windows of features [B, T, D (+ A*h*w)]."""
+        if self.cfg.look_dim:
+            b, t, width = features.shape
+            prev = torch.cat([features[:, :1], features[:, :-1]], dim=1)
+            look = look_token(features.reshape(b * t, width), prev.reshape(b * t, width), self.cfg).view(
+                b, t, -1
+            )
         if self.cfg.input_mode == "tokens":
             tokens = self.token_emb(self.quantize(features))
         else:
@@ -377,7 +411,7 @@ class WindowEncoder(nn.Module):
         return self.head_labels(cls), self.label_embedding(states)
 
     def window_look(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """The window's look [B, A]: the mean of its frames' (None without a look branch)."""
+        """The window's look [B, 2A]: the mean of its frames' (None without a look branch)."""
         return tokens[..., self.cfg.d_model :].mean(dim=1) if self.cfg.look_dim else None
 
     def label_embedding(self, states: torch.Tensor) -> torch.Tensor:

@@ -53,3 +53,41 @@ def test_state_dict_keys_unchanged() -> None:
     keys = set(_model().state_dict())
     assert {"window_encoder.motion.out.weight", "window_encoder.mask_feature", "window_encoder.pos"} <= keys
     assert not any(".step" in k for k in keys)
+
+
+def test_look_token_pools_the_look_map_where_the_motion_map_changed() -> None:
+    from videobert.model import look_token
+
+    cfg = VideoBertConfig(image_size=32, cnn_channels=(8, 8), feature_dim=4 * 8 * 8, look_dim=3)
+    n, c, side, a = 2, cfg.map_channels, cfg.map_side, cfg.look_dim
+    motion = torch.randn(n, c, side, side)
+    look = torch.randn(n, a, side, side)
+    features = torch.cat([motion.flatten(1), look.flatten(1)], dim=1)
+    prev_motion = motion.clone()
+    prev_motion[:, :, 2, 5] += 3.0  # only one cell of the motion map changed since the last frame
+    prev = torch.cat([prev_motion.flatten(1), torch.zeros(n, a * side * side)], dim=1)
+    token = look_token(features, prev, cfg)
+    assert token.shape == (n, 2 * a)
+    torch.testing.assert_close(token[:, :a], look[:, :, 2, 5], atol=1e-5, rtol=0)  # what moved
+    torch.testing.assert_close(token[:, a:], look.mean(dim=(2, 3)))  # the scene
+    # a window's first frame (its own predecessor): nothing changed, both poolings are the mean
+    still = look_token(features, features, cfg)
+    torch.testing.assert_close(still[:, :a], still[:, a:], atol=1e-5, rtol=0)
+
+
+def test_a_look_branch_leaves_the_motion_path_and_the_scores_unchanged() -> None:
+    cfg = dict(CFG, look_dim=4)
+    base = VideoBERT(VideoBertConfig(**CFG)).eval()
+    with_look = VideoBERT(VideoBertConfig(**cfg)).eval()
+    missing, unexpected = with_look.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and all(k.startswith("frame_encoder.look.") for k in missing)
+    clips = torch.randint(
+        0, 256, (2, CFG["num_frames"], CFG["image_size"], CFG["image_size"], 3), dtype=torch.uint8
+    )
+    with torch.no_grad():
+        feats = with_look.encode_frames(clips)
+        assert (
+            feats.shape[-1] == with_look.cfg.frame_dim == CFG["feature_dim"] + 4 * with_look.cfg.map_side**2
+        )
+        torch.testing.assert_close(feats[..., : CFG["feature_dim"]], base.encode_frames(clips))
+        torch.testing.assert_close(with_look(clips)[0], base(clips)[0])
