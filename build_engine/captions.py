@@ -181,62 +181,32 @@ def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-# What a caption says about its clip: attribute name -> value, for the attributes it names.
-Facts = tuple[tuple[str, object], ...]
-
-
 def caption(a: Attributes, rng: np.random.Generator) -> str:
     """One sentence for a clip's attributes, template and details drawn from `rng`."""
-    return caption_facts(a, rng)[0]
-
-
-def caption_facts(a: Attributes, rng: np.random.Generator) -> tuple[str, Facts]:
-    """`caption`, with the attributes the sentence names: a window fits the sentence when it
-    has every one of them (`fits`), whatever the sentence leaves out."""
     if a.motion == clips.NONE:  # half the time what the family shows, else that nothing moves
         family = a.family if rng.random() < 0.5 else "static"
-        said: Facts = (
-            (("motion", a.motion),) if family == "static" else (("motion", a.motion), ("family", family))
-        )
-        return _pick(rng, NONE_WORDS.get(family, NONE_WORDS["static"])), said
-    facts: list[tuple[str, object]] = [("motion", a.motion)]
+        return _pick(rng, NONE_WORDS.get(family, NONE_WORDS["static"]))
     motion = _pick(rng, MOTION_WORDS[a.motion])
     if rng.random() < 0.15:  # motion only: what a short prompt says
-        return f"{_pick(rng, SUBJECTS)} {motion}", tuple(facts)
+        return f"{_pick(rng, SUBJECTS)} {motion}"
     words = []
     if a.size and rng.random() < 0.5:
         words.append(a.size)
-        facts.append(("size", a.size))
     if rng.random() < 0.85:
         words.append(a.colour)
-        facts.append(("colour", a.colour))
     if a.striped and rng.random() < 0.3:
         words.append("striped")
-        facts.append(("striped", True))
-    if rng.random() < 0.85:
-        noun = _pick(rng, SHAPE_WORDS[a.shape])
-        facts.append(("shape", a.shape))
-    else:
-        noun = "shape"
+    noun = _pick(rng, SHAPE_WORDS[a.shape]) if rng.random() < 0.85 else "shape"
     subject = " ".join(["a", *words, noun])
     if a.speed and rng.random() < 0.5:
         motion = f"{motion} {a.speed}" if rng.random() < 0.5 else f"{a.speed} {motion}"
-        facts.append(("speed", a.speed))
-    tail = ""
-    if rng.random() < 0.3:
-        tail = f" {_pick(rng, BACKGROUND_WORDS[a.background])}"
-        facts.append(("background", a.background))
+    tail = f" {_pick(rng, BACKGROUND_WORDS[a.background])}" if rng.random() < 0.3 else ""
     template = int(rng.integers(3))
     if template == 0:
-        return f"{subject} {motion}{tail}", tuple(facts)
+        return f"{subject} {motion}{tail}"
     if template == 1:
-        return f"a video where {subject} {motion}{tail}", tuple(facts)
-    return f"{subject} that {motion}{tail}", tuple(facts)
-
-
-def fits(a: Attributes, facts: Facts) -> bool:
-    """Does a window with attributes `a` show everything a sentence with `facts` says?"""
-    return all(getattr(a, name) == value for name, value in facts)
+        return f"a video where {subject} {motion}{tail}"
+    return f"{subject} that {motion}{tail}"
 
 
 def combo_caption(combo: tuple[str, str, str]) -> str:

@@ -115,10 +115,10 @@ def _sample_inputs(model: VideoBERT, batch: int = 2) -> dict[str, tuple[torch.Te
     return {
         FRAME_ENCODER: (torch.randint(0, 256, (batch * t, s, s, 3), dtype=torch.uint8, generator=g),),
         MOTION_ENCODER: (
-            torch.randn(batch * t, cfg.frame_dim, generator=g),
-            torch.randn(batch * t, cfg.frame_dim, generator=g),
+            torch.randn(batch * t, cfg.feature_dim, generator=g),
+            torch.randn(batch * t, cfg.feature_dim, generator=g),
         ),
-        WINDOW_ENCODER: (torch.randn(batch, t, cfg.token_width, generator=g),),
+        WINDOW_ENCODER: (torch.randn(batch, t, cfg.d_model, generator=g),),
         WHOLE_WINDOW: (torch.randint(0, 256, (batch, t, s, s, 3), dtype=torch.uint8, generator=g),),
     }
 
@@ -320,8 +320,8 @@ def write_manifest(
         num_frames=cfg.num_frames,
         image_size=(cfg.image_size, cfg.image_size),
         normalization=Normalization(mean=cfg.mean, std=cfg.std),
-        feature_dim=cfg.frame_dim,  # the frame encoder's output: motion features and look
-        token_dim=cfg.token_width,
+        feature_dim=cfg.feature_dim,
+        token_dim=cfg.d_model,
         embed_dim=cfg.embed_dim,
         graphs=graphs,
         checkpoint=CHECKPOINT_NAME,
@@ -403,7 +403,7 @@ def export_model(
         check_tokens = model.window_encoder.embed(check_feats).numpy()
         check_scores = model.window_encoder(check_feats)[0].numpy()
         check_feats = check_feats.numpy()
-    t, s, d = cfg.num_frames, cfg.image_size, cfg.frame_dim
+    t, s, d = cfg.num_frames, cfg.image_size, cfg.feature_dim
     # The motion encoder's inputs: every frame of the clips with its window predecessor.
     steps = (feats.reshape(-1, d), window_predecessors(feats).reshape(-1, d))
     check_steps = (check_feats.reshape(-1, d), window_predecessors(check_feats).reshape(-1, d))

@@ -8,12 +8,10 @@ frozen (so the classifier keeps exactly its scores and calibration):
 2. windows: captioned generated windows (build_engine.captions; the held-out (motion, shape,
    colour) combinations never drawn), or the user's captioned clips; their frozen transformer
    states and visual words are computed once and cached;
-3. joint training of the text encoder, the frame encoder's look branch (colour, shape, size:
-   what the frozen motion features do not keep) and the window's AlignHead:
+3. joint training of the text encoder and the window's AlignHead:
    - contrastive video-text alignment: InfoNCE, both directions, between the window embedding
-     and its caption's embedding. Every window that shows what a caption says is a positive of
-     it, not a negative: "something moves left" fits every window moving left, "a red key moves
-     left" only those with a red key (captions.fits); a user's clips: equal captions;
+     and its caption's embedding. Windows that show the same thing (same motion, or `none`;
+     same captions for a user's clips) are positives of each other, not negatives;
    - VideoBERT's joint objective: masked text tokens and masked visual words predicted by one
      transformer over `[CLS] caption [SEP] visual words` (videobert.text_model.JointEncoder);
 4. calibration: the temperature of prompt scores (softmax over cosine similarities to the
@@ -58,22 +56,12 @@ class TextTrainConfig:
     max_len: int = 24
     threads: int = 2
     data: str | None = None  # a user's captioned clips (captions.jsonl) instead of generated
-    look_dim: int = 16  # channels of the look map (0: none, the align head reads motion states only)
-    look_frames: int = 4  # frames per window the look is averaged over in training (every T/n-th)
-    # Weight of the look's attribute heads (training only): cross-entropy of the clip's colour,
-    # shape, size, background and stripes read linearly off the window's look. InfoNCE alone
-    # gives the look a weak signal (a caption rarely has more than one fitting window in a
-    # batch); generated clips know their attributes, so say them.
-    look_attr_weight: float = 1.0
 
 
 @dataclass
 class Cached:
     states: torch.Tensor  # [N, T+1, d] frozen window transformer states
     words: torch.Tensor  # [N, T] visual-word ids
-    frames: torch.Tensor  # [N, F, H, W, 3] uint8, every T/F-th frame: the look branch's input
-    motion: torch.Tensor  # [N, F, D] frozen motion features of those frames
-    motion_prev: torch.Tensor  # [N, F, D] and of the frame before each
     keys: list[str]  # what a window shows; equal keys are positives
     attrs: list[captions.Attributes] | None  # generated windows: their attributes
     sentences: list[list[str]] | None  # user windows: their captions
@@ -84,132 +72,52 @@ def _key(a: captions.Attributes) -> str:
     return a.motion
 
 
-@dataclass
-class Encoded:
-    states: torch.Tensor  # [B, T+1, d]
-    words: torch.Tensor  # [B, T]
-    frames: torch.Tensor  # [B, F, H, W, 3]
-    motion: torch.Tensor  # [B, F, D]
-    motion_prev: torch.Tensor  # [B, F, D]
-
-
-def look_indices(t: int, n: int) -> list[int]:
-    """The F frames of a T-frame window that training averages the look over: the last of each
-    of F equal parts (each has a predecessor, whose change says what moves). The graphs average
-    every frame's; the object looks much the same across a window."""
-    step = max(1, t // max(1, n))
-    return [i for i in range(step - 1, t, step)][:n] or [t - 1]
-
-
 @torch.no_grad()
-def encode_windows(model: VideoBERT, x: np.ndarray, n_look: int = 4) -> Encoded:
-    """Frozen states, visual words and the look's inputs of uint8 windows [B, T, H, W, 3]."""
+def encode_windows(model: VideoBERT, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen (states [B, T+1, d], visual words [B, T]) of uint8 windows."""
     feats = model.encode_frames(torch.from_numpy(x))
-    idx = look_indices(x.shape[1], n_look)
-    prev = [max(0, i - 1) for i in idx]
-    return Encoded(
-        model.window_encoder.encode(feats),
-        model.window_encoder.quantize(feats),
-        torch.from_numpy(np.ascontiguousarray(x[:, idx])),
-        feats[:, idx].clone(),
-        feats[:, prev].clone(),
-    )
+    return model.window_encoder.encode(feats), model.window_encoder.quantize(feats)
 
 
-def window_look(
-    model: VideoBERT, frames: torch.Tensor, motion: torch.Tensor, prev: torch.Tensor
-) -> torch.Tensor | None:
-    """The mean look [B, 2A] of windows' sampled frames [B, F, H, W, 3], as the graphs compute it
-    per frame (videobert.model.look_token) from the frozen motion features of each frame and its
-    predecessor [B, F, D]. None without a look branch."""
-    from videobert.model import look_token
-
-    enc = model.frame_encoder
-    if enc.look is None:
-        return None
-    b, f = frames.shape[:2]
-    look_map = enc.look(enc.normalise(frames.reshape(b * f, *frames.shape[2:])))
-    feats = torch.cat([motion.reshape(b * f, -1), look_map], dim=1)
-    before = torch.cat([prev.reshape(b * f, -1), torch.zeros_like(look_map)], dim=1)
-    return look_token(feats, before, model.cfg).view(b, f, -1).mean(dim=1)
-
-
-# The attributes the look's training heads read, with their values ("" = medium size, no stripes).
-LOOK_ATTRS: dict[str, tuple[object, ...]] = {
-    "colour": captions.COLOURS,
-    "shape": tuple(captions.SHAPE_WORDS),
-    "size": ("small", "", "large"),
-    "background": tuple(captions.BACKGROUND_WORDS),
-    "striped": (False, True),
-}
-
-
-class LookProbe(torch.nn.Module):
-    """Training only: one linear head per attribute over the window's look."""
-
-    def __init__(self, look_dim: int):
-        super().__init__()
-        self.heads = torch.nn.ModuleDict(
-            {k: torch.nn.Linear(look_dim, len(v)) for k, v in LOOK_ATTRS.items()}
-        )
-
-    def loss(self, look: torch.Tensor, attrs: list[captions.Attributes]) -> torch.Tensor:
-        moving = [i for i, a in enumerate(attrs) if a.motion != "none"]  # `none` clips have no object
-        if not moving:
-            return look.sum() * 0
-        x = look[moving]
-        total = look.new_zeros(())
-        for k, values in LOOK_ATTRS.items():
-            y = torch.tensor([values.index(getattr(attrs[i], k)) for i in moving])
-            total = total + F.cross_entropy(self.heads[k](x), y)
-        return total / len(LOOK_ATTRS)
-
-
-def generated_windows(
-    model: VideoBERT, n: int, seed: tuple[int, ...], n_look: int = 4, batch: int = 64
-) -> Cached:
+def generated_windows(model: VideoBERT, n: int, seed: tuple[int, ...], batch: int = 64) -> Cached:
     gen = captions.CaptionedClips(seed=seed, num_frames=model.cfg.num_frames, image_size=model.cfg.image_size)
-    parts, attrs = [], []
+    states, words, attrs = [], [], []
     for i in range(max(1, n // batch)):
         x, a = gen.batch(i, batch)
-        parts.append(encode_windows(model, x, n_look))
+        s, w = encode_windows(model, x)
+        states.append(s)
+        words.append(w)
         attrs += a
-    return _cached(parts, [_key(a) for a in attrs], attrs, None)
+    return Cached(torch.cat(states), torch.cat(words), [_key(a) for a in attrs], attrs, None)
 
 
-def _cached(parts: list[Encoded], keys: list[str], attrs, sentences) -> Cached:
-    def cat(name: str) -> torch.Tensor:
-        return torch.cat([getattr(p, name) for p in parts])
-
-    return Cached(
-        cat("states"), cat("words"), cat("frames"), cat("motion"), cat("motion_prev"), keys, attrs, sentences
-    )
-
-
-def user_windows(model: VideoBERT, root: str, log: Callable[[str], None], n_look: int = 4) -> Cached:
+def user_windows(model: VideoBERT, root: str, log: Callable[[str], None]) -> Cached:
     from build_engine.text_data import load_captioned_windows
 
     cw = load_captioned_windows(root, model.cfg.num_frames, model.cfg.image_size)
     for err in cw.errors:
         log(f"text data: skipped {err}")
-    parts = [encode_windows(model, cw.frames[i : i + 64], n_look) for i in range(0, len(cw.frames), 64)]
+    states, words = [], []
+    for i in range(0, len(cw.frames), 64):
+        s, w = encode_windows(model, cw.frames[i : i + 64])
+        states.append(s)
+        words.append(w)
     keys = [" | ".join(sorted(s)) for s in cw.sentences]
     log(f"text data: {root}: {len(keys)} captioned windows, {len(set(keys))} distinct captions")
-    return _cached(parts, keys, None, cw.sentences)
+    return Cached(torch.cat(states), torch.cat(words), keys, None, cw.sentences)
 
 
-TEXT_SIDE = ("text_encoder.", "window_encoder.head_align.", "frame_encoder.look.")
-
-
-def with_text(model: VideoBERT, text_cfg: TextConfig, look_dim: int | None = None) -> VideoBERT:
-    """A copy of a (vision) model with a fresh text side (text encoder, align head and, with
-    `look_dim` > 0, the frame encoder's look branch); the vision weights are kept as they are."""
-    vision = {k: v for k, v in model.state_dict().items() if not k.startswith(TEXT_SIDE)}
-    look = model.cfg.look_dim if look_dim is None else look_dim
-    cfg = VideoBertConfig.from_dict({**model.cfg.to_dict(), "text": text_cfg.to_dict(), "look_dim": look})
+def with_text(model: VideoBERT, text_cfg: TextConfig) -> VideoBERT:
+    """A copy of a (vision) model with a fresh text side; the vision weights are kept as they are."""
+    vision = {
+        k: v
+        for k, v in model.state_dict().items()
+        if not k.startswith(("text_encoder.", "window_encoder.head_align."))
+    }
+    cfg = VideoBertConfig.from_dict({**model.cfg.to_dict(), "text": text_cfg.to_dict()})
     out = VideoBERT(cfg)
     missing, unexpected = out.load_state_dict(vision, strict=False)
-    if unexpected or any(not k.startswith(TEXT_SIDE) for k in missing):
+    if unexpected or any(not k.startswith(("text_encoder.", "window_encoder.head_align.")) for k in missing):
         raise ValueError(f"vision weights do not fit: missing={missing} unexpected={unexpected}")
     return out
 
@@ -267,9 +175,7 @@ def fit_prompt_temperature(
     """(temperature, top-1) of prompt scores softmax(cos / T) on held-out windows."""
     model.eval()
     prompts = model.encode_text(tokenize(prompt_labels_of(labels)))
-    win = model.window_encoder.head_align(
-        cached.states, window_look(model, cached.frames, cached.motion, cached.motion_prev)
-    )
+    win = model.window_encoder.head_align(cached.states)
     sims = (win @ prompts.t()).double().numpy()
     y = np.array([labels.index(k) for k in cached.keys])
     t = calibration.fit_temperature(sims, y, lo=1e-3, hi=1.0)
@@ -312,9 +218,14 @@ def train_text(
     raw = torch.load(str(checkpoint), map_location="cpu", weights_only=True)
     vision_cfg = VideoBertConfig.from_dict(raw["config"])
     vision_cfg.text = None
-    vision_cfg.look_dim = 0  # the look branch is the text side's; trained afresh here
     base = VideoBERT(vision_cfg)
-    base.load_state_dict({k: v for k, v in raw["state_dict"].items() if not k.startswith(TEXT_SIDE)})
+    base.load_state_dict(
+        {
+            k: v
+            for k, v in raw["state_dict"].items()
+            if not k.startswith(("text_encoder.", "window_encoder.head_align."))
+        }
+    )
     base.eval()
     vision_path = out / "vision.pt"
     if Path(checkpoint).resolve() != vision_path.resolve():
@@ -324,10 +235,10 @@ def train_text(
 
     t0 = time.time()
     if cfg.data:
-        cached = user_windows(base, cfg.data, log, cfg.look_frames)
+        cached = user_windows(base, cfg.data, log)
         extra_text = [s for ss in (cached.sentences or []) for s in ss]
     else:
-        cached = generated_windows(base, cfg.windows, (TEXT_STREAM, cfg.seed, 0), cfg.look_frames)
+        cached = generated_windows(base, cfg.windows, (TEXT_STREAM, cfg.seed, 0))
         extra_text = []
     log(f"text: {len(cached.keys)} windows rendered and encoded (frozen vision) in {time.time() - t0:.1f}s")
     tok_json = train_tokenizer([*captions.corpus(seed=cfg.seed), *extra_text], cfg.max_len)
@@ -336,12 +247,10 @@ def train_text(
         vocab_size=tokenize.tok.get_vocab_size(), max_len=cfg.max_len, embed_dim=vision_cfg.embed_dim
     )
     torch.manual_seed(cfg.seed)
-    model = with_text(base, text_cfg, cfg.look_dim)
+    model = with_text(base, text_cfg)
     model.requires_grad_(False)
     model.eval()
     trainable = [model.text_encoder, model.window_encoder.head_align]
-    if model.frame_encoder.look is not None:
-        trainable.append(model.frame_encoder.look)
     joint = JointEncoder(model.text_encoder, vision_cfg.codebook_size, vision_cfg.num_frames)
     params = [p for m in trainable for p in m.parameters()] + [
         p for n, p in joint.named_parameters() if not n.startswith("text_emb.")
@@ -352,15 +261,9 @@ def train_text(
     log(
         f"text: tokenizer {text_cfg.vocab_size} words; text encoder "
         f"{sum(p.numel() for p in model.text_encoder.parameters()):,} + align head "
-        f"{sum(p.numel() for p in model.window_encoder.head_align.parameters()):,} + look branch "
-        f"{sum(p.numel() for p in trainable[2].parameters()) if len(trainable) > 2 else 0:,} parameters "
+        f"{sum(p.numel() for p in model.window_encoder.head_align.parameters()):,} parameters "
         f"(joint encoder {sum(p.numel() for n, p in joint.named_parameters() if not n.startswith('text_emb.')):,}, training only)"
     )
-    probe = None
-    if model.frame_encoder.look is not None and cached.attrs is not None and cfg.look_attr_weight > 0:
-        probe = LookProbe(2 * model.cfg.look_dim)
-        params += list(probe.parameters())
-        opt.add_param_group({"params": list(probe.parameters())})
     for m in (*trainable, joint):
         m.train()
     n = len(cached.keys)
@@ -372,41 +275,31 @@ def train_text(
         g = torch.Generator().manual_seed(int(rng.integers(2**62)))
         idx = rng.choice(n, size=min(cfg.batch_size, n), replace=False)
         if cached.attrs is not None:
-            said = [captions.caption_facts(cached.attrs[i], rng) for i in idx]
-            sentences = [sentence for sentence, _ in said]
-            # window i is a positive of caption j when it shows all that caption j says
-            pos = torch.tensor([[captions.fits(cached.attrs[i], f) for _, f in said] for i in idx])
+            sentences = [captions.caption(cached.attrs[i], rng) for i in idx]
         else:
             sentences = [str(rng.choice(cached.sentences[i])) for i in idx]  # type: ignore[index]
-            pos = torch.from_numpy(keys[idx][:, None] == keys[idx][None, :])
         ids = tokenize(sentences)
         states, words = cached.states[idx], cached.words[idx]
         lr = cfg.lr * min(1.0, (step + 1) / 50) * (0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * step / cfg.steps)))
         for group in opt.param_groups:
             group["lr"] = lr
         txt = model.text_encoder(ids)
-        look = window_look(model, cached.frames[idx], cached.motion[idx], cached.motion_prev[idx])
-        win = model.window_encoder.head_align(states, look)
+        win = model.window_encoder.head_align(states)
+        pos = torch.from_numpy(keys[idx][:, None] == keys[idx][None, :])
         scale = model.text_encoder.logit_scale.clamp(max=np.log(100.0)).exp()
         nce = info_nce(win, txt, pos, scale)
         m_ids, t_tgt, m_words, w_tgt = mask_tokens(ids, words, cfg, joint.mask_word, g)
         t_logits, w_logits = joint(m_ids, m_words)
         mlm_t, mlm_w = masked_ce(t_logits, t_tgt), masked_ce(w_logits, w_tgt)
         loss = nce + cfg.joint_weight * (mlm_t + mlm_w)
-        attr_loss = torch.zeros(())
-        if probe is not None:
-            attr_loss = probe.loss(look, [cached.attrs[i] for i in idx])  # type: ignore[index]
-            loss = loss + cfg.look_attr_weight * attr_loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
-        lv = (nce.item(), mlm_t.item(), mlm_w.item(), attr_loss.item())
+        lv = (nce.item(), mlm_t.item(), mlm_w.item())
         ema = lv if ema is None else tuple(0.95 * a + 0.05 * b for a, b in zip(ema, lv, strict=True))
         bar.update(1)
-        bar.set_postfix(
-            nce=f"{ema[0]:.3f}", mlm_text=f"{ema[1]:.2f}", mlm_words=f"{ema[2]:.2f}", look=f"{ema[3]:.2f}"
-        )
+        bar.set_postfix(nce=f"{ema[0]:.3f}", mlm_text=f"{ema[1]:.2f}", mlm_words=f"{ema[2]:.2f}")
     bar.close()
     model.eval()
 
@@ -417,7 +310,6 @@ def train_text(
             "info_nce": round(ema[0], 4),
             "mlm_text": round(ema[1], 4),
             "mlm_words": round(ema[2], 4),
-            "look_attributes": round(ema[3], 4),
         }
         if ema
         else {},
@@ -427,7 +319,7 @@ def train_text(
     }
     labels = list(vision_cfg.labels)
     if not cfg.data and all(k in labels for k in cached.keys):
-        held = generated_windows(base, cfg.calib_windows, (TEXT_STREAM, cfg.seed, 2), cfg.look_frames)
+        held = generated_windows(base, cfg.calib_windows, (TEXT_STREAM, cfg.seed, 2))
         temp, top1 = fit_prompt_temperature(model, tokenize, held, labels)
         text_cfg.prompt_temperature = temp
         info["prompt_calibration"] = {

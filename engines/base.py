@@ -47,8 +47,8 @@ class EngineInfo(BaseModel):
     multi_label: bool
     num_frames: int  # T
     image_size: tuple[int, int]  # (H, W)
-    feature_dim: int  # D, the frame encoder's output (motion features, and the look if any)
-    token_dim: int  # width of the per-frame tokens (the transformer's d, and the look if any)
+    feature_dim: int  # D
+    token_dim: int  # d, width of the per-frame tokens the transformer reads
     embed_dim: int  # E
     max_batch: int  # largest window batch the engine was sized for
 

@@ -72,7 +72,7 @@ class TorchEngine(Engine):
             precision=precision,
             device=str(self._device),
             max_batch=max_batch,
-            token_dim=self.model.cfg.token_width,
+            token_dim=self.model.cfg.d_model,
         )
 
     def _run(self, fn: Any, *xs: np.ndarray) -> Any:

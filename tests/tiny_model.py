@@ -23,8 +23,6 @@ TINY = dict(
     d_ff=64,
     codebook_size=16,
     embed_dim=16,
-    look_dim=4,  # the text side's look branch, so the graphs carry [features | look] as shipped
-    look_channels=(4, 8, 8),
 )
 
 TINY_TEXT = dict(max_len=12, d_model=16, n_layers=1, n_heads=2, d_ff=32)

@@ -1,6 +1,6 @@
 """VideoBERT, small. One readable file, in the manner of nanoGPT's model.py.
 
-    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]  (+ look map [A, h, w])
+    uint8 frame t --FrameEncoder--> features f_t [D] = feature map [C, h, w]
     (f_t, f_t-1) --motion step--> token v_t [d]                 (per frame, cached)
     [CLS] v1 .. vT --WindowEncoder (bidirectional transformer)--> CLS --> label scores
                                                                       --> L2-normalised embedding
@@ -65,35 +65,6 @@ class VideoBertConfig:
     # With it, the window embedding is the text-aligned one (AlignHead) and the model has a
     # text encoder: captions and windows compare by cosine.
     text: dict | None = None
-    # The look (object colour, shape, size; the scene) for the text side: a small convolution
-    # over the frame's pixels to an A-channel map the size of the motion map. The motion
-    # features keep only what the motion labels need (a linear probe of 0.2.1's read colour and
-    # shape below the majority rate), so captions naming a red key matched any window with the
-    # right motion. A scene has still shapes beside the moving one, so the per-frame look is the
-    # map pooled where the motion features changed (the moving object) and pooled evenly (the
-    # scene). 0 = no look (vision-only and 0.3.0 models). The frame encoder's output and the
-    # per-frame token carry it at their end: [D | A*h*w] and [d | 2A]; the transformer reads d.
-    look_dim: int = 0
-    # One stride-2 block each, as many as cnn_channels; () = 16, 32, 48, 48...
-    look_channels: tuple[int, ...] = ()
-
-    @property
-    def look_blocks(self) -> tuple[int, ...]:
-        return self.look_channels or tuple(min(48, 16 << i) for i in range(len(self.cnn_channels)))
-
-    @property
-    def look_map_dim(self) -> int:
-        return self.look_dim * self.map_side * self.map_side
-
-    @property
-    def frame_dim(self) -> int:
-        """Width of the frame encoder's output: the motion features and the look map."""
-        return self.feature_dim + self.look_map_dim
-
-    @property
-    def token_width(self) -> int:
-        """Width of the motion_encoder's per-frame token: the transformer's token and the look."""
-        return self.d_model + 2 * self.look_dim
 
     @property
     def num_labels(self) -> int:
@@ -119,7 +90,7 @@ class VideoBertConfig:
     @classmethod
     def from_dict(cls, d: dict) -> VideoBertConfig:
         d = dict(d)
-        for k in ("cnn_channels", "look_channels", "mean", "std"):
+        for k in ("cnn_channels", "mean", "std"):
             if k in d:
                 d[k] = tuple(d[k])
         return cls(**d)
@@ -148,57 +119,11 @@ class FrameEncoder(nn.Module):
         self.convs = nn.Sequential(*blocks)
         self.proj = nn.Conv2d(c_in, cfg.map_channels, 1, bias=False)
         self.norm = nn.BatchNorm2d(cfg.map_channels)  # folds into the conv at export
-        self.look = LookEncoder(cfg) if cfg.look_dim else None
-
-    def normalise(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 [N, H, W, 3] -> float [N, 3, H, W], normalised."""
-        return (frames.permute(0, 3, 1, 2).float() - self.mean) / self.std
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        x = self.normalise(frames)
-        features = self.norm(self.proj(self.convs(x))).flatten(1)
-        if self.look is None:
-            return features
-        return torch.cat([features, self.look(x)], dim=1)
-
-
-class LookEncoder(nn.Module):
-    """Normalised frame [N, 3, H, W] -> its look map [N, A*h*w]: what is where, in colour.
-
-    Same grid as the motion map, so the motion step can pool it where things moved (`look_token`).
-    """
-
-    def __init__(self, cfg: VideoBertConfig):
-        super().__init__()
-        if len(cfg.look_blocks) != len(cfg.cnn_channels):
-            raise ValueError(
-                f"look_channels {cfg.look_blocks} must have one block per cnn_channels block "
-                f"{cfg.cnn_channels}: the look map shares the motion map's {cfg.map_side}x{cfg.map_side} grid"
-            )
-        layers: list[nn.Module] = []
-        c_in = 3
-        for c_out in cfg.look_blocks:
-            layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]
-            c_in = c_out
-        layers += [nn.Conv2d(c_in, cfg.look_dim, 1)]
-        self.convs = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.convs(x).flatten(1)
-
-
-def look_token(features: torch.Tensor, prev: torch.Tensor, cfg: VideoBertConfig) -> torch.Tensor:
-    """A frame's look [N, 2A] from its features and its predecessor's [N, D + A*h*w]: the look map
-    pooled by where the motion map changed (what moves; evenly when nothing did, as at a
-    window's first frame) and pooled evenly (the scene)."""
-    n, c, a, side = features.shape[0], cfg.map_channels, cfg.look_dim, cfg.map_side
-    d = cfg.feature_dim
-    change = (features[:, :d] - prev[:, :d]).reshape(n, c, side * side)
-    energy = (change * change).sum(dim=1) + 1e-6  # [N, h*w]
-    weights = energy / energy.sum(dim=1, keepdim=True)
-    look = features[:, d:].reshape(n, a, side * side)
-    moving = (look * weights.unsqueeze(1)).sum(dim=2)
-    return torch.cat([moving, look.mean(dim=2)], dim=1)
+        x = frames.permute(0, 3, 1, 2).float()
+        x = (x - self.mean) / self.std
+        return self.norm(self.proj(self.convs(x))).flatten(1)
 
 
 class WrapConv(nn.Module):
@@ -338,16 +263,13 @@ class WindowEncoder(nn.Module):
         self.head_embed = nn.Linear(cfg.d_model, cfg.embed_dim)
         self.head_mlm = nn.Linear(cfg.d_model, cfg.codebook_size)
         if cfg.text is not None:
-            self.head_align = AlignHead(
-                cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim, 2 * cfg.look_dim
-            )
+            self.head_align = AlignHead(cfg.d_model, TextConfig.from_dict(cfg.text).embed_dim)
         nn.init.normal_(self.pos, std=0.02)
         nn.init.normal_(self.cls, std=0.02)
         nn.init.normal_(self.mask_emb, std=0.02)
 
     def quantize(self, features: torch.Tensor) -> torch.Tensor:
         """Nearest visual word per frame: [..., D] -> int64 [...]."""
-        features = features[..., : self.cfg.feature_dim]  # the look is not part of a visual word
         cb = self.codebook
         d2 = (features * features).sum(-1, keepdim=True) - 2 * features @ cb.t() + (cb * cb).sum(-1)
         return d2.argmin(-1)
@@ -356,34 +278,19 @@ class WindowEncoder(nn.Module):
         """A frame's token [N, d] from its features [N, D] and its window predecessor's [N, D]
         (the frame itself for a window's first frame). The motion_encoder graph."""
         if self.cfg.input_mode == "tokens":
-            token = self.token_emb(self.quantize(features))
-        else:
-            d = self.cfg.feature_dim
-            token = self.motion.step(features[:, :d], prev[:, :d])
-        if not self.cfg.look_dim:
-            return token
-        return torch.cat([token, look_token(features, prev, self.cfg)], dim=1)  # the look rides along
+            return self.token_emb(self.quantize(features))
+        return self.motion.step(features, prev)
 
     def embed(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Tokens [B, T, d (+ 2A)] of whole windows of features [B, T, D (+ A*h*w)]."""
-        if self.cfg.look_dim:
-            b, t, width = features.shape
-            prev = torch.cat([features[:, :1], features[:, :-1]], dim=1)
-            look = look_token(features.reshape(b * t, width), prev.reshape(b * t, width), self.cfg).view(
-                b, t, -1
-            )
+        """Tokens [B, T, d] of whole windows of features [B, T, D]."""
         if self.cfg.input_mode == "tokens":
-            tokens = self.token_emb(self.quantize(features))
-        else:
-            features = features[..., : self.cfg.feature_dim]
-            if mask is not None:
-                features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
-            tokens = self.motion(features)
-        return torch.cat([tokens, look], dim=-1) if self.cfg.look_dim else tokens
+            return self.token_emb(self.quantize(features))
+        if mask is not None:
+            features = torch.where(mask.unsqueeze(-1), self.mask_feature.to(features.dtype), features)
+        return self.motion(features)
 
     def encode_tokens(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Transformer states [B, T+1, d] from tokens [B, T, d (+ A)]; `mask` [B, T] bool hides frames."""
-        x = x[..., : self.cfg.d_model]
+        """Transformer states [B, T+1, d] from tokens [B, T, d]; `mask` [B, T] bool hides frames."""
         if mask is not None:
             x = torch.where(mask.unsqueeze(-1), self.mask_emb.to(x.dtype), x)
         x = torch.cat([self.cls.expand(x.shape[0], -1, -1), x], dim=1) + self.pos
@@ -396,23 +303,16 @@ class WindowEncoder(nn.Module):
         """Transformer states [B, T+1, d]; `mask` [B, T] bool hides frames for MLM."""
         return self.encode_tokens(self.embed(features, mask), mask)
 
-    def heads(
-        self, states: torch.Tensor, look: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(label logits [B, C], embedding [B, E] L2-normalised) from the states (and the
-        window's mean look [B, A] when the model has one).
+    def heads(self, states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(label logits [B, C], embedding [B, E] L2-normalised) from the states.
 
         The embedding is the text-aligned one when the model has a text side (what the worker
         publishes and `vbw search` compares with `encode_text`), else the label-contrastive one.
         """
         cls = states[:, 0]
         if self.cfg.text is not None:
-            return self.head_labels(cls), self.head_align(states, look)
+            return self.head_labels(cls), self.head_align(states)
         return self.head_labels(cls), self.label_embedding(states)
-
-    def window_look(self, tokens: torch.Tensor) -> torch.Tensor | None:
-        """The window's look [B, 2A]: the mean of its frames' (None without a look branch)."""
-        return tokens[..., self.cfg.d_model :].mean(dim=1) if self.cfg.look_dim else None
 
     def label_embedding(self, states: torch.Tensor) -> torch.Tensor:
         """The supervised-contrastive embedding of the CLS state (vision training's)."""
@@ -421,7 +321,7 @@ class WindowEncoder(nn.Module):
 
     def forward_tokens(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [B, T, d] -> (calibrated scores [B, C], embedding [B, E]): the window_encoder graph."""
-        logits, embedding = self.heads(self.encode_tokens(tokens), self.window_look(tokens))
+        logits, embedding = self.heads(self.encode_tokens(tokens))
         if self.cfg.score_temperature != 1.0:
             logits = logits / self.cfg.score_temperature
         scores = torch.sigmoid(logits) if self.cfg.multi_label else F.softmax(logits, dim=-1)

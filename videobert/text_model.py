@@ -118,24 +118,19 @@ class TextEncoder(nn.Module):
 class AlignHead(nn.Module):
     """Window transformer states [B, T+1, d] -> L2-normalised embedding [B, E] in the text space.
 
-    Reads the CLS state (what the classifier reads: the motion), the mean of the frame states,
-    and, with `look_dim`, the window's mean look from the frame encoder's look branch (colour,
-    shape, size: what the motion states do not keep), so a caption's colour and shape can match.
+    Reads the CLS state (what the classifier reads: the motion) and the mean of the frame states
+    (what the window shows: the object's look), so a caption's colour and shape can be matched.
     """
 
-    def __init__(self, d_model: int, embed_dim: int, look_dim: int = 0):
+    def __init__(self, d_model: int, embed_dim: int):
         super().__init__()
-        self.look_dim = look_dim
-        width = 2 * d_model + look_dim
-        self.net = nn.Sequential(nn.Linear(width, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, embed_dim))
+        self.net = nn.Sequential(
+            nn.Linear(2 * d_model, 2 * d_model), nn.GELU(), nn.Linear(2 * d_model, embed_dim)
+        )
 
-    def forward(self, states: torch.Tensor, look: torch.Tensor | None = None) -> torch.Tensor:
-        parts = [states[:, 0], states[:, 1:].mean(dim=1)]
-        if self.look_dim:
-            if look is None:
-                raise ValueError("this align head reads the window's look: pass it")
-            parts.append(look)
-        return l2_normalise(self.net(torch.cat(parts, dim=-1)))
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([states[:, 0], states[:, 1:].mean(dim=1)], dim=-1)
+        return l2_normalise(self.net(x))
 
 
 class JointEncoder(nn.Module):

@@ -66,8 +66,8 @@ def test_metadata_and_warmup(tiny_model_dir: Path) -> None:
         assert (m.num_frames, m.image_size, m.feature_dim, m.token_dim, m.embed_dim, m.max_batch) == (
             8,
             (32, 32),
-            32 + 4 * 4 * 4,  # motion features and the 4-channel look map on the 4x4 grid
-            32 + 2 * 4,  # the token and the look (moving, scene)
+            32,
+            32,
             16,
             4,
         )
@@ -104,7 +104,7 @@ def test_bad_inputs_get_one_line_errors(tiny_model_dir: Path) -> None:
     with load_engine(tiny_model_dir) as engine:
         with pytest.raises(ValueError, match=r"frames must be uint8 \[N, 32, 32, 3\], got float32"):
             engine.encode_frames(np.zeros((2, 32, 32, 3), np.float32))
-        with pytest.raises(ValueError, match=r"features must be \[B, 8, 96\]"):  # 32 + 64 look map
+        with pytest.raises(ValueError, match=r"features must be \[B, 8, 32\]"):
             engine.encode_windows(np.zeros((2, 7, 32), np.float32))
         with pytest.raises(ValueError, match=r"clips must be uint8 \[B, 8, 32, 32, 3\]"):
             engine.infer_windows(np.zeros((1, 8, 16, 16, 3), np.uint8))

@@ -25,7 +25,7 @@ def test_cpu_reference_stages_compose(tiny_model_dir: Path) -> None:
     with load_engine(tiny_model_dir, "torch", device="cpu") as engine:
         assert (engine.metadata.backend, engine.metadata.device) == ("torch", "cpu")
         feats = engine.encode_frames(clips.reshape(-1, *clips.shape[2:]))
-        assert feats.dtype == np.float32 and feats.shape == (24, 32 + 64)  # features and look map
+        assert feats.dtype == np.float32 and feats.shape == (24, 32)
         inc = engine.encode_windows(feats.reshape(3, 8, -1))
         whole = engine.infer_windows(clips)
         engine.warmup()

@@ -63,8 +63,7 @@ def test_manifest_lists_every_file_with_its_sha256(tiny_model_dir: Path) -> None
         assert graphs == {g: graph_filename(g, precision) for g in graphs}, precision
     assert WHOLE_WINDOW in m.graphs["fp32"]
     assert (m.labels, m.num_frames, tuple(m.image_size)) == (["a", "b", "c", "d", "e"], 8, (32, 32))
-    look = TINY["look_dim"]  # a look map on the 4x4 grid after the features, 2 looks after the token
-    assert (m.feature_dim, m.token_dim) == (TINY["feature_dim"] + look * 16, TINY["d_model"] + 2 * look)
+    assert (m.feature_dim, m.token_dim) == (TINY["feature_dim"], TINY["d_model"])
     assert m.checkpoint == CHECKPOINT_NAME and m.training == {"note": "random init, tests only"}
     assert m.open_set is None  # no `none` label: the top label always names one
     assert m.normalization.mean == (0.5, 0.5, 0.5)

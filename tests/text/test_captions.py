@@ -62,34 +62,6 @@ def test_captions_name_what_the_clip_shows_in_known_words(label: str, seed: int,
     assert (ids[list(ids).index(3) + 1 :] == 0).all()
 
 
-@settings(max_examples=80, deadline=None)
-@given(label=st.sampled_from(clips.MODEL_LABELS), seed=st.integers(0, 2**31))
-def test_a_captions_facts_are_what_it_says_and_its_own_clip_fits_them(label: str, seed: int) -> None:
-    p = clips.sample_params(label, np.random.default_rng(seed))
-    a = captions.attributes(p)
-    sentence, facts = captions.caption_facts(a, np.random.default_rng([seed, 1]))
-    assert sentence == captions.caption(a, np.random.default_rng([seed, 1]))  # same draws
-    assert captions.fits(a, facts) and dict(facts)["motion"] == a.motion
-    said = dict(facts)
-    words = f" {sentence} "
-    if "colour" in said:
-        assert f" {said['colour']} " in words
-    if "shape" in said:
-        assert any(f" {w} " in words for w in captions.SHAPE_WORDS[str(said["shape"])])
-    else:  # no shape named: any shape fits
-        assert captions.fits(captions.Attributes(**{**a.__dict__, "shape": "other"}), facts)
-    if label != clips.NONE and "colour" not in said:
-        assert captions.fits(captions.Attributes(**{**a.__dict__, "colour": "nocolour"}), facts)
-
-
-def test_fits_needs_every_named_attribute() -> None:
-    a = captions.Attributes(motion="move_left", shape="key", colour="red", size="small")
-    assert captions.fits(a, (("motion", "move_left"),))
-    assert captions.fits(a, (("motion", "move_left"), ("colour", "red"), ("shape", "key")))
-    assert not captions.fits(a, (("motion", "move_left"), ("colour", "blue")))
-    assert not captions.fits(a, (("motion", "move_right"),))
-
-
 def test_a_motion_caption_never_names_another_motion() -> None:
     rng = np.random.default_rng(0)
     for label in clips.LABELS:
