@@ -7,6 +7,7 @@
     DELETE /streams/{id}   drain it: its windows in flight are published     204 | 401 | 404 | 409
     POST   /config/reload  reload the config file (as SIGHUP)                200 | 401 | 422
     GET    /openapi.json   the OpenAPI document (FastAPI writes it from the pydantic models)
+    GET    /docs, /redoc   Swagger UI and ReDoc on it, their files served from here (/docs/static)
 
 Reads are open; writes need `Authorization: Bearer <token>`, the token read from `api.token_file`
 (a Kubernetes Secret mount) at each request, so a rotated Secret applies without a restart. The
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import importlib.resources
 import logging
 import socket
 from pathlib import Path
@@ -30,9 +32,11 @@ from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
 
 from contracts.errors import VbwError
@@ -109,6 +113,41 @@ class BearerToken:
             raise Unauthorised()
 
 
+# Swagger UI 5 (it renders OpenAPI 3.1, which FastAPI writes), ReDoc and a favicon, as files.
+DOCS_STATIC = importlib.resources.files("fastapi_offline") / "static"
+
+
+def _add_docs_pages(app: FastAPI) -> None:
+    """GET /docs (Swagger UI) and /redoc (ReDoc), open like the other reads, every file they load
+    served by this app under /docs/static: nothing comes from outside the cluster."""
+    app.mount("/docs/static", StaticFiles(directory=str(DOCS_STATIC)), name="docs-static")
+
+    def prefix(req: Request) -> str:
+        return str(req.scope.get("root_path", "")).rstrip("/")  # the prefix a proxy strips, if any
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui(req: Request) -> HTMLResponse:
+        root = prefix(req)
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            swagger_js_url=f"{root}/docs/static/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}/docs/static/swagger-ui.css",
+            swagger_favicon_url=f"{root}/docs/static/favicon.png",
+        )
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc(req: Request) -> HTMLResponse:
+        root = prefix(req)
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}/docs/static/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/docs/static/favicon.png",
+            with_google_fonts=False,
+        )
+
+
 def make_app(control: StreamControl, cfg: ApiConfig, reload: Any = None) -> FastAPI:
     """The app; `reload()` -> worker.reload.Outcome (None: no config file, /config/reload 404)."""
     app = FastAPI(
@@ -116,7 +155,12 @@ def make_app(control: StreamControl, cfg: ApiConfig, reload: Any = None) -> Fast
         version="1",
         description="The sources of a running `vbw run` worker: list, add, change and drain them. "
         "Writes need a bearer token (api.token_file).",
+        # FastAPI's own /docs and /redoc load their scripts and fonts from CDNs, which air-gapped
+        # clusters cannot reach (the page comes up blank): _add_docs_pages serves those files itself.
+        docs_url=None,
+        redoc_url=None,
     )
+    _add_docs_pages(app)
     problem_responses: dict[int | str, dict[str, Any]] = {
         400: {"model": Problems, "description": "the body is not a valid source entry: every problem"},
         401: {"model": Problems, "description": "no token, or not the token of api.token_file"},

@@ -3,6 +3,9 @@
 - Writes without the token, or with a wrong one, get 401; a bad body gets 400 listing every
   problem; the OpenAPI document is served and is a valid OpenAPI 3 document; the token never
   reaches the log.
+- /docs (Swagger UI) and /redoc (ReDoc) load nothing from outside the worker (an air-gapped
+  cluster reaches no CDN): every file they reference is served by it, and headless Chromium,
+  its DNS answering no other host, draws every operation of the OpenAPI document on both.
 - A camera (the GStreamer RTSP server) added at runtime produces windows within 5 s (x
   VBW_TEST_PATIENCE) of the request; removed, its last windows are all published by the time
   DELETE answers, and the other streams show no gap (window indexes consecutive, every window
@@ -12,10 +15,14 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -233,3 +240,107 @@ def test_camera_added_at_runtime_gives_windows_fast_and_drains_on_delete(
             p["index"] > max(d["index"] for d in docs if d["stream_id"] == sid and d["complete"])
             for p in partial
         ), f"{sid}: a partial window before the shutdown"
+
+
+class _Refs(HTMLParser):
+    """Every URL a page refers to in its markup: src, href and ReDoc's spec-url."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.urls += [v for k, v in attrs if k in ("src", "href", "spec-url") and v]
+
+
+def page_refs(html: str) -> list[str]:
+    parser = _Refs()
+    parser.feed(html)
+    return parser.urls
+
+
+def test_docs_pages_load_nothing_from_outside(
+    tmp_path: Path, long_clip: Path, api_worker: Callable[..., ApiWorker]
+) -> None:
+    aw = api_worker([file_source("a", long_clip)], tmp_path / "out.jsonl")
+    c = aw.client
+    assets: set[str] = set()
+    for page in ("/docs", "/redoc"):
+        r = c.get(page)  # open, like the other reads
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html"), (page, r.text)
+        refs = page_refs(r.text)
+        assert any(u.endswith(".js") for u in refs), (page, refs)
+        for u in refs:
+            parts = urlsplit(u)
+            assert not parts.scheme and not parts.netloc and u.startswith("/"), (page, u)
+        assert "://" not in r.text, page  # nor in its inline script (Swagger UI's `url:`)
+        assert "/openapi.json" in refs or "url: '/openapi.json'" in r.text, page
+        assets |= {u for u in refs if u != "/openapi.json"}
+    print("docs assets:", sorted(assets))
+    for u in sorted(assets):
+        r = c.get(u)
+        kind = r.headers.get("content-type", "")
+        assert r.status_code == 200 and r.content, (u, r.status_code)
+        assert kind.startswith(("text/javascript", "application/javascript", "text/css", "image/")), (u, kind)
+    # Not in the OpenAPI document, not behind the token, and the write routes still are.
+    assert not {"/docs", "/redoc"} & set(c.get("/openapi.json").json()["paths"])
+    assert c.post("/streams", json=file_source("b", long_clip)).status_code == 401
+
+
+def chromium() -> str:
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.fail("Debian's chromium is not installed: run scripts/setup.sh dev (apt-get install chromium)")
+    return exe
+
+
+def rendered_dom(url: str, profile: Path) -> str:
+    """The page's DOM once its scripts ran, in headless Chromium that can resolve no host but
+    127.0.0.1: a file from a CDN would fail to load, as in an air-gapped cluster."""
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",  # tests run as root
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+        f"--user-data-dir={profile}",
+        # Virtual time waits for the page's fetches (the OpenAPI document) before it runs out.
+        "--virtual-time-budget=15000",
+        "--dump-dom",
+        url,
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120 * PATIENCE)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr[-3000:]
+    return done.stdout
+
+
+def test_docs_pages_render_every_operation_in_chromium(
+    tmp_path: Path, long_clip: Path, api_worker: Callable[..., ApiWorker]
+) -> None:
+    aw = api_worker([file_source("a", long_clip)], tmp_path / "out.jsonl")
+    doc = aw.client.get("/openapi.json").json()
+    title = doc["info"]["title"]
+    operations = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
+    assert ("GET", "/streams") in operations and len(operations) >= 6, operations
+
+    dom = rendered_dom(f"{aw.url}/docs", tmp_path / "chromium-docs")
+    (tmp_path / "docs.html").write_text(dom)  # for a person looking at a failure
+    assert "Unable to render this definition" not in dom
+    assert title in dom and "OAS 3.1" in dom, dom[-3000:]
+    drawn = set(re.findall(r'opblock-summary-method">(\w+)<.*?data-path="([^"]+)"', dom))
+    print(f"/docs in Chromium: {len(drawn)} operations drawn")
+    assert drawn == operations, (drawn, operations)
+
+    dom = rendered_dom(f"{aw.url}/redoc", tmp_path / "chromium-redoc")
+    (tmp_path / "redoc.html").write_text(dom)
+    assert "Something went wrong" not in dom, dom[-3000:]
+    assert title in dom, dom[-3000:]
+    ids = {op["operationId"] for ops in doc["paths"].values() for op in ops.values()}
+    missing = {i for i in ids if f"operation/{i}" not in dom}
+    print(f"/redoc in Chromium: {len(ids) - len(missing)} of {len(ids)} operations drawn")
+    assert not missing, missing
