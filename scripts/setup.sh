@@ -12,7 +12,7 @@ py="${PYTHON:-python3}"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# chromium: tests/summarize renders the summary page headless and checks the screenshot.
+# chromium: tests/summarize checks a screenshot of the summary page, tests/worker/test_api.py the /docs and /redoc pages.
 apt_packages=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base gstreamer1.0-plugins-good
               gstreamer1.0-plugins-ugly gstreamer1.0-rtsp prometheus kubectl ffmpeg chromium)
 
